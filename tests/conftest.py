@@ -20,5 +20,7 @@ def shared_data_dpath() -> Path:
     """`../shared/data` beside the checkout; tests needing real photos skip without it."""
     dpath = SHARED / "data"
     if not dpath.is_dir():
-        pytest.skip(f"real test data not found at {dpath} (only present beside the project checkout)")
+        pytest.skip(
+            f"real test data not found at {dpath} (only present beside the project checkout)"
+        )
     return dpath

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from sae_explorer.atomic import atomic_path, atomic_write_text
 from sae_explorer.formats import load_pickle_safely, msae, openai, saelens
 from sae_explorer.sae import SAE, SAEConfig
 
@@ -45,18 +44,6 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 # ---------------------------------------------------------------------- project format
-def _write_atomic(fpath: Path, write) -> None:
-    """Write via a temp file in the same folder, then ``os.replace`` (no half-written files)."""
-    fd, tmp = tempfile.mkstemp(dir=fpath.parent, prefix=f".{fpath.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, fpath)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_sae(sae: SAE, dpath: str | Path, provenance: dict | None = None) -> Path:
     """Write ``sae`` to folder ``dpath`` in the project format; returns ``dpath``.
 
@@ -86,13 +73,9 @@ def save_sae(sae: SAE, dpath: str | Path, provenance: dict | None = None) -> Pat
         "provenance": merged,
     }
     text = json.dumps(config, indent=2, sort_keys=False) + "\n"
-    _write_atomic(
-        dpath / WEIGHTS_FNAME,
-        lambda tmp: save_file(
-            tensors, str(tmp), metadata={"format": FORMAT, "schema": str(SCHEMA)}
-        ),
-    )
-    _write_atomic(dpath / CONFIG_FNAME, lambda tmp: tmp.write_text(text))
+    with atomic_path(dpath / WEIGHTS_FNAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "schema": str(SCHEMA)})
+    atomic_write_text(dpath / CONFIG_FNAME, text)
     return dpath
 
 

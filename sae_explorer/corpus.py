@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,8 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
 
 Modality = Literal["image", "text"]
 MODALITIES: tuple[str, ...] = ("image", "text")
@@ -518,7 +519,7 @@ def _materialise_hf(name: str, options: dict[str, str], split: str, cap: int, dp
             )
     if not records:
         raise ValueError(f"the dataset {name!r} (split {split!r}) gave no images or texts")
-    _atomic_write_text(dpath / "items.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(dpath / "items.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _take(iterable: Iterable, n: int) -> Iterator:
@@ -549,20 +550,5 @@ def _write_hf_image(image, image_dpath: Path, n: int) -> str:
     else:
         raise ValueError(f"row {n}: the image column holds a {type(image).__name__}, not an image")
     rel = f"images/{n:07d}{suffix}"
-    _atomic_write_bytes(image_dpath / f"{n:07d}{suffix}", data)
+    atomic_write_bytes(image_dpath / f"{n:07d}{suffix}", data)
     return rel
-
-
-def _atomic_write_bytes(fpath: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=fpath.parent, prefix=f".{fpath.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, fpath)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(fpath: Path, text: str) -> None:
-    _atomic_write_bytes(fpath, text.encode("utf-8"))

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
+
+from sae_explorer.atomic import atomic_save_npy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -417,47 +418,6 @@ def median_levels(level_count_ln: np.ndarray, n_levels: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- files
-def atomic_write_bytes(fpath: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``fpath`` and rename it into place."""
-    fpath = Path(fpath)
-    fd, tmp = tempfile.mkstemp(dir=fpath.parent, prefix=f".{fpath.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, fpath)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(fpath: Path, data: Any) -> None:
-    atomic_write_bytes(fpath, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_npy(fpath: Path, array: np.ndarray) -> None:
-    fpath = Path(fpath)
-    fd, tmp = tempfile.mkstemp(dir=fpath.parent, prefix=f".{fpath.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, fpath)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save_npz(fpath: Path, arrays: dict[str, np.ndarray]) -> None:
-    fpath = Path(fpath)
-    fd, tmp = tempfile.mkstemp(dir=fpath.parent, prefix=f".{fpath.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, fpath)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ArrayWriter:
     """Stream a ``.npy`` file of known shape piece by piece, then rename it into place.
 

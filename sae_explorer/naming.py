@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from sae_explorer.index import atomic_save_npz, atomic_write_json
+from sae_explorer.atomic import atomic_save_npz, atomic_write_json
 
 if TYPE_CHECKING:
     import pandas as pd

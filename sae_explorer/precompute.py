@@ -33,6 +33,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
+from sae_explorer.atomic import (
+    atomic_save_npy,
+    atomic_save_npz,
+    atomic_write_bytes,
+    atomic_write_json,
+)
 from sae_explorer.corpus import Corpus, CorpusItem, default_cache_dpath, load_item_image
 from sae_explorer.index import (
     CODES_NAMES,
@@ -45,10 +51,6 @@ from sae_explorer.index import (
     CorruptIndexError,
     LatentAccumulator,
     active_entries,
-    atomic_save_npy,
-    atomic_save_npz,
-    atomic_write_bytes,
-    atomic_write_json,
     index_files,
     read_manifest,
     top_codes,

@@ -11,8 +11,14 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sae_explorer.train", "train an SAE / Matryoshka SAE on an array of embeddings"),
-    "convert": ("sae_explorer.checkpoint", "convert any supported SAE checkpoint to the project format"),
-    "precompute": ("sae_explorer.precompute", "encode a corpus and build the latent activation index"),
+    "convert": (
+        "sae_explorer.checkpoint",
+        "convert any supported SAE checkpoint to the project format",
+    ),
+    "precompute": (
+        "sae_explorer.precompute",
+        "encode a corpus and build the latent activation index",
+    ),
 }
 
 

@@ -1,0 +1,113 @@
+"""Take the README's screenshots of each tab: ``python docs/screenshots.py``.
+
+Serves the built-in shapes world (trained models when present), drives headless Chromium
+(``/usr/bin/chromium`` through Playwright) through Inspect, Latent, Steer and Overview, and saves
+``docs/<tab>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from _explorer_helpers import free_port, small_explorer  # noqa: E402
+
+import app  # noqa: E402
+from sae_explorer.worlds import shapes  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--items", type=int, default=600, help="shapes in the corpus")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dpath = Path(tmp)
+        demo = app.build_demo(small_explorer(tmp_dpath / "cache", n_items=args.items))
+        demo.queue()
+        port = free_port()
+        demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, css=app.CSS)
+        url = f"http://127.0.0.1:{port}/"
+        image_fpath = tmp_dpath / "red-circle.png"
+        item = next(
+            shapes.make_item(i, seed=11)
+            for i in range(1000)
+            if shapes.make_item(i, seed=11).attributes
+            == {"shape": "circle", "color": "red", "background": "white", "size": "large"}
+        )
+        item.image.resize((224, 224)).save(image_fpath)
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.locator("#inspect-image input[type=file]").set_input_files(str(image_fpath))
+            page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
+            page.wait_for_timeout(1500)
+            shot(page, args.out / "inspect.png")
+
+            page.locator("#inspect-table").get_by_test_id("cell-0-0").click()
+            page.locator("#latent-summary", has_text="Latent").wait_for()
+            page.wait_for_timeout(1500)
+            shot(page, args.out / "latent.png")
+
+            page.get_by_role("tab", name="Steer").click()
+            page.locator("#steer-image input[type=file]").set_input_files(str(image_fpath))
+            page.locator("#steer-desc", has_text="Steering").wait_for()
+            page.locator("#steer-add-latent textarea, #steer-add-latent input").first.fill("blue")
+            page.locator("#steer-add").click()
+            page.wait_for_timeout(1500)
+            page.locator("#steer-decode").click()
+            page.locator("#steer-cosine", has_text="Cosine").wait_for()
+            page.locator("#steer-sweep-latent textarea, #steer-sweep-latent input").first.fill(
+                "blue"
+            )
+            page.locator("#steer-sweep-target textarea, #steer-sweep-target input").first.fill(
+                "blue"
+            )
+            page.locator("#steer-sweep").click()
+            page.locator("#steer-sweep-plot .js-plotly-plot").wait_for()
+            page.wait_for_timeout(1500)
+            shot(page, args.out / "steer.png", full_page=True)
+
+            page.get_by_role("tab", name="Overview").click()
+            page.wait_for_timeout(2000)
+            shot(page, args.out / "overview.png")
+            browser.close()
+        demo.close()
+    return 0
+
+
+def shot(page, fpath: Path, full_page: bool = False) -> None:
+    """Save a screenshot, then shrink it (palette PNG, at most 1100 px wide) to keep docs small."""
+    from PIL import Image
+
+    page.screenshot(path=str(fpath), full_page=full_page)
+    image = Image.open(fpath).convert("RGB")
+    if image.width > 1100:
+        image = image.resize((1100, round(image.height * 1100 / image.width)), Image.LANCZOS)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(fpath, optimize=True)
+    print(f"wrote {fpath} ({fpath.stat().st_size // 1024} kB)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

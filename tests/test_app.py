@@ -1,0 +1,233 @@
+"""The app through ``gradio_client`` against a launched server: each tab's main action returns
+the expected kinds of results, bad input gets a clear error and the next request still works,
+and sessions do not see each other's state."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from _explorer_helpers import free_port, huge_png_header, small_explorer
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from sae_explorer.worlds import shapes
+
+LABELS = "red, blue, green, yellow"
+
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas 3 notices
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory):
+    return small_explorer(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def url(explorer):
+    demo = app.build_demo(explorer)
+    demo.queue(default_concurrency_limit=app.DEFAULT_CONCURRENCY)
+    port = free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, css=app.CSS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(url) -> Client:
+    return Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    dpath = tmp_path_factory.mktemp("uploads")
+    out = {}
+    out["shape"] = dpath / "shape.png"
+    shapes.make_item(1, seed=5).image.save(out["shape"])
+    out["garbage"] = dpath / "garbage.png"
+    out["garbage"].write_bytes(b"definitely not a png")
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 300), (10, 200, 10)).save(buf, format="JPEG")
+    out["truncated"] = dpath / "truncated.jpg"
+    out["truncated"].write_bytes(buf.getvalue()[:200])
+    out["bomb"] = dpath / "bomb.png"
+    out["bomb"].write_bytes(huge_png_header(20_000, 20_000))
+    out["tiny"] = dpath / "tiny.png"
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(out["tiny"])
+    out["rgba"] = dpath / "rgba.png"
+    Image.new("RGBA", (40, 40), (0, 0, 255, 128)).save(out["rgba"])
+    out["cmyk"] = dpath / "cmyk.jpg"
+    Image.new("CMYK", (40, 40), (255, 0, 0, 0)).save(out["cmyk"])
+    return out
+
+
+def assert_inspect_result(result, n_rows_at_least: int = 1) -> None:
+    desc, diag, levels, table, bar, thumbs = result
+    assert desc.startswith("**Input:**")
+    assert "cosine" in diag and "L0" in diag
+    assert levels["type"] == "plotly" and bar["type"] == "plotly"
+    assert table["headers"][:3] == ["latent", "names", "activation"]
+    assert len(table["data"]) >= n_rows_at_least
+    activations = [row[2] for row in table["data"]]
+    assert activations == sorted(activations, reverse=True)
+    assert thumbs.startswith('<div class="thumbs')
+
+
+def test_inspect_text_image_and_item(client, images):
+    assert_inspect_result(client.predict("a red circle", api_name="/inspect_text"))
+    assert_inspect_result(client.predict(handle_file(images["shape"]), api_name="/inspect_image"))
+    result = client.predict(3, api_name="/inspect_item")
+    assert_inspect_result(result)
+    assert "corpus item 3" in result[0]
+
+
+def test_odd_images_are_converted_and_inspected(client, images):
+    for kind in ("tiny", "rgba", "cmyk"):
+        assert_inspect_result(client.predict(handle_file(images[kind]), api_name="/inspect_image"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("garbage", "is not an image"),
+        ("truncated", "truncated or corrupt"),
+        ("bomb", "the limit is 40,000,000"),
+    ],
+)
+def test_bad_uploads_get_a_clear_error_and_the_app_keeps_serving(client, images, kind, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(images[kind]), api_name="/inspect_image")
+    assert_inspect_result(client.predict(handle_file(images["shape"]), api_name="/inspect_image"))
+
+
+@pytest.mark.parametrize(
+    ("api_name", "args", "message"),
+    [
+        ("/inspect_text", ("   ",), "the text is empty"),
+        ("/inspect_item", (10**7,), "does not exist"),
+        ("/latent", (10**7,), "does not exist"),
+        ("/search", ("",), "type a word"),
+        ("/export_latent", (10**7, "json"), "does not exist"),
+    ],
+)
+def test_bad_values_get_a_clear_error(client, api_name, args, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name=api_name)
+    assert client.predict(2, api_name="/latent")[0] == 2
+
+
+def test_ten_thousand_character_text_works(client):
+    assert_inspect_result(client.predict("blue square " * 834, api_name="/inspect_text"))
+
+
+def test_latent_page(client, explorer):
+    latent_id, summary, gallery, quant_gallery, hist, names, texts, similar, quant = client.predict(
+        5, api_name="/latent"
+    )
+    assert latent_id == 5
+    assert summary.startswith("### Latent 5") and "?tab=latent&latent=5" in summary
+    srcs = re.findall(r'<img src="gradio_api/file=([^"]+)"', gallery)
+    assert srcs and all(Path(unquote(src)).is_file() for src in srcs)
+    captions = [float(c) for c in re.findall(r"<figcaption>([^<]+)</figcaption>", gallery)]
+    assert captions == sorted(captions, reverse=True)
+    assert isinstance(quant_gallery, str)
+    assert hist["type"] == "plotly"
+    assert similar["headers"] == ["latent", "cosine", "names"] and len(similar["data"]) > 0
+    assert names["headers"] == ["name", "score"]
+    assert texts["headers"] == ["value", "text"]
+    assert len(quant["data"]) > 0
+
+
+def test_search(client):
+    result = client.predict("blue", api_name="/search")
+    hits = result.get("value", result)
+    assert hits["headers"] == ["latent", "score", "names"] and len(hits["data"]) > 0
+
+
+def test_steer_start_decode_and_sweep(client):
+    with pytest.raises(AppError, match="start from an image"):
+        client.predict(LABELS, *([0.0] * app.N_SLIDERS), api_name="/steer")
+    start = client.predict("a red circle", api_name="/steer_start_text")
+    desc, *sliders = start
+    assert desc.startswith("**Steering:**")
+    visible = [s for s in sliders if s.get("visible")]
+    assert len(visible) == app.N_SLIDERS
+    assert all(0 <= s["value"] <= s["maximum"] for s in visible)
+    values = [s["value"] for s in visible]
+    unchanged = client.predict(LABELS, *values, api_name="/steer")
+    assert "1.0000" in unchanged[0]  # same values -> same embedding
+    values[0] = 0.0
+    cosine, zero_shot, changes, before, after, before_df, _ = client.predict(
+        LABELS, *values, api_name="/steer"
+    )
+    assert "Cosine" in cosine and "1.0000" not in cosine
+    assert zero_shot["headers"] == ["label", "before", "after"] and len(zero_shot["data"]) == 4
+    assert changes["data"][0][3] == 0.0 or any(row[3] == 0.0 for row in changes["data"])
+    assert before_df["headers"] == ["item", "cosine", "modality", "label"]
+    assert before.count("<img") == after.count("<img") > 0  # nearest corpus images
+    table = client.predict("blue", "set", 2.0, api_name="/add_edit")
+    assert table["data"][0][1] == "set"
+    sweep = client.predict("blue", "blue", LABELS, api_name="/sweep")
+    assert sweep["type"] == "plotly"
+
+
+def test_huge_and_nan_strengths_are_refused(client):
+    client.predict("a red circle", api_name="/steer_start_text")
+    with pytest.raises(AppError, match="greater than maximum"):
+        client.predict(LABELS, 1e30, *([0.0] * (app.N_SLIDERS - 1)), api_name="/steer")
+    with pytest.raises(AppError, match=r"too large|finite"):
+        client.predict("blue", "set", 1e30, api_name="/add_edit")
+    assert client.predict("blue", "set", 1.0, api_name="/add_edit")["data"]
+
+
+def test_sessions_do_not_share_state(url):
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    start_a = a.predict("a red circle", api_name="/steer_start_text")
+    values_a = [s["value"] for s in start_a[1:]]
+    alone = a.predict(LABELS, *values_a, api_name="/steer")
+    b.predict(7, api_name="/steer_start_item")
+    b.predict("green", "set", 3.0, api_name="/add_edit")
+    again = a.predict(LABELS, *values_a, api_name="/steer")
+    assert again[1] == alone[1]  # a's zero-shot table is untouched by b's input and edits
+    assert again[5] == alone[5]
+
+
+def test_exports_are_files_stamped_with_hashes(url, explorer):
+    client = Client(url, verbose=False)  # a new session: nothing inspected yet
+    fpath = Path(client.predict(5, "json", api_name="/export_latent"))
+    payload = json.loads(fpath.read_text())
+    assert payload["stamp"]["sae_hash"] == explorer.sae.content_hash
+    assert payload["stamp"]["corpus_hash"] == explorer.corpus.manifest_hash
+    with pytest.raises(AppError, match="inspect an image"):
+        client.predict("csv", api_name="/export_inspect")
+    client.predict("a red circle", api_name="/inspect_text")
+    csv_text = Path(client.predict("csv", api_name="/export_inspect")).read_text()
+    assert csv_text.startswith("# clip:") and "top_latents" in csv_text
+
+
+def test_cli_flags_override_environment(monkeypatch):
+    monkeypatch.setenv("SAE_EXPLORER_CLIP", "ViT-B-16")
+    monkeypatch.setenv("SAE_EXPLORER_STRICT", "true")
+    args = app.parse_args(["--sae", "/x/sae", "--max-items", "0", "--port", "7999"])
+    cfg = app.config_from_args(args)
+    assert (cfg.clip, cfg.sae, cfg.strict, cfg.max_items) == ("ViT-B-16", "/x/sae", True, None)
+    assert args.port == 7999
+    assert app.config_from_args(app.parse_args(["--demo"])).demo
+
+
+def test_banner_names_the_models_and_the_fallback_reason(explorer):
+    plain = app.banner_html(explorer)
+    assert 'class="banner"' in plain and explorer.encoder.model_id in plain
+    assert f"{len(explorer.items)} items" in plain
+    fallback = copy.copy(explorer)
+    fallback.sources = dataclasses.replace(explorer.sources, note="Hub <unreachable>")
+    html = app.banner_html(fallback)
+    assert 'class="banner fallback"' in html and "Hub &lt;unreachable&gt;" in html

@@ -1,0 +1,309 @@
+"""Library-level tests of every explorer action (what each app tab shows), on a small shapes
+corpus. Numbers are checked against direct SAE / index computations, not just shapes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _explorer_helpers import builtin_world_trained, small_explorer
+from PIL import Image
+
+from sae_explorer import steering
+from sae_explorer.explorer import Explorer, check_labels
+from sae_explorer.steering import Edit
+from sae_explorer.worlds import shapes
+
+LABELS = ["red", "blue", "green", "yellow"]
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory) -> Explorer:
+    return small_explorer(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
+
+
+@pytest.fixture(scope="module")
+def image_item(explorer) -> int:
+    return int(np.flatnonzero((explorer.items["modality"] == "image").to_numpy())[0])
+
+
+def full_latents(explorer: Explorer, x_d) -> torch.Tensor:
+    return explorer.sae.encode(torch.tensor(np.array(x_d, dtype=np.float32))[None])[0]
+
+
+# ---------------------------------------------------------------------- inputs
+def test_item_query_uses_the_indexed_embedding(explorer, image_item):
+    q = explorer.item_query(image_item)
+    assert q.kind == "item" and q.item == image_item
+    assert np.array_equal(q.x_d, np.asarray(explorer.index.embeddings[image_item], np.float32))
+
+
+def test_image_query_matches_encoding_the_corpus_image(explorer, image_item):
+    image = explorer.corpus.load_image(image_item)
+    q = explorer.image_query(image)
+    x_ref = explorer.encoder.encode_images([image])[0].numpy()
+    np.testing.assert_allclose(q.x_d, x_ref, rtol=1e-5, atol=1e-5)
+    indexed = np.asarray(explorer.index.embeddings[image_item], np.float32)
+    np.testing.assert_allclose(q.x_d, indexed, rtol=2e-2, atol=2e-2)  # index stores fp16
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [(-1, "does not exist"), (10**9, "does not exist"), ("abc", "not a number"), (2.5, "whole")],
+)
+def test_bad_latent_and_item_ids_are_refused(explorer, bad, message):
+    with pytest.raises(ValueError, match=message):
+        explorer.latent_page(bad)
+    with pytest.raises(ValueError, match=message):
+        explorer.item_query(bad)
+    with pytest.raises(ValueError, match=r"not a number|whole number"):
+        explorer.check_latent(float("nan"))
+
+
+def test_long_text_is_inspected_with_a_warning(explorer):
+    q = explorer.text_query("red " * 2499 + "blue")
+    assert q.warnings and "10,000 characters" in q.warnings[0]
+    assert explorer.inspect(q).table.shape[0] > 0
+    with pytest.raises(ValueError, match="empty"):
+        explorer.text_query("  ")
+
+
+# ---------------------------------------------------------------------- Inspect
+def test_inspect_table_matches_the_sae(explorer, image_item):
+    q = explorer.item_query(image_item)
+    result = explorer.inspect(q, n_top=8)
+    z_l = full_latents(explorer, q.x_d)
+    expected = z_l.argsort(descending=True)[:8].tolist()
+    assert result.table["latent"].tolist() == expected
+    np.testing.assert_allclose(result.table["activation"], z_l[expected].numpy(), atol=1e-4)
+    freq = explorer.index.frequency[expected]
+    np.testing.assert_allclose(result.table["frequency"], freq, atol=1e-4)
+    # the index stored the same item's codes: its strongest latents agree
+    stored = explorer.index.item_codes(image_item)
+    np.testing.assert_allclose(
+        np.sort(stored.values[:5]), np.sort(z_l[expected[:5]].numpy()), rtol=1e-2, atol=1e-2
+    )
+
+
+def test_inspect_diagnostics(explorer, image_item):
+    q = explorer.item_query(image_item)
+    d = explorer.inspect(q).diagnostics
+    x_1d = torch.as_tensor(q.x_d)[None]
+    x_hat = explorer.sae.forward(x_1d).x_hat_bd
+    assert d["cosine"] == pytest.approx(float(torch.cosine_similarity(x_1d, x_hat)[0]), abs=1e-3)
+    assert d["l0"] == int((full_latents(explorer, q.x_d) > 0).sum())
+    assert d["levels"] == list(explorer.sae.cfg.levels)
+    assert len(d["level_cosines"]) == len(d["levels"])
+    if explorer.sae.cfg.levels[-1] == explorer.n_latents:  # last level = all latents = reference
+        assert d["level_cosines"][-1] == pytest.approx(d["cosine"], abs=1e-3)
+
+
+def test_inspect_thumbnails_are_top_corpus_images_of_the_top_latents(explorer, image_item):
+    result = explorer.inspect(explorer.item_query(image_item), n_thumbs=3)
+    assert result.thumbs
+    images = np.flatnonzero((explorer.items["modality"] == "image").to_numpy())
+    z_nl = full_latents_of_items(explorer, images)
+    by_latent: dict[int, list[int]] = {}
+    for thumb in result.thumbs:
+        assert max(Image.open(thumb.fpath).size) <= 96
+        by_latent.setdefault(thumb.latent_id, []).append(thumb.item)
+    assert set(by_latent) <= set(result.table["latent"].head(5))
+    for latent, items in by_latent.items():
+        expected = images[np.argsort(-z_nl[:, latent], kind="stable")[: len(items)]]
+        assert items == expected.tolist()
+
+
+def full_latents_of_items(explorer: Explorer, items: np.ndarray) -> np.ndarray:
+    x = torch.tensor(np.asarray(explorer.index.embeddings[items], dtype=np.float32))
+    return explorer.sae.encode(x).numpy()
+
+
+def test_top_items_per_modality_match_the_sae(explorer):
+    for modality in ("image", "text"):
+        rows = np.flatnonzero((explorer.items["modality"] == modality).to_numpy())
+        z_n = full_latents_of_items(explorer, rows)[:, 9]
+        top = explorer.top_items(9, 5, modality)
+        assert (explorer.items.iloc[top["item"]]["modality"] == modality).all()
+        np.testing.assert_allclose(
+            top["value"], np.sort(z_n)[::-1][: len(top)], rtol=1e-4, atol=1e-5
+        )
+
+
+# ---------------------------------------------------------------------- Latent
+def test_latent_page_values_are_recomputable(explorer, image_item):
+    latent = int(explorer.inspect(explorer.item_query(image_item)).table["latent"][0])
+    page = explorer.latent_page(latent)
+    assert page.summary["frequency"] == pytest.approx(explorer.index.frequency[latent])
+    assert page.summary["max_activation"] == pytest.approx(float(explorer.index.max_act[latent]))
+    assert 0.0 <= page.summary["image_fraction"] <= 1.0
+    assert page.summary["image_fraction"] + page.summary["text_fraction"] == pytest.approx(1.0)
+    top = explorer.index.top_examples(latent, 3)
+    for row in top.itertuples():
+        z = full_latents(explorer, explorer.index.embeddings[row.item_idx])[latent]
+        assert float(z) == pytest.approx(row.value, rel=0.05, abs=0.05)
+    values = [float(caption) for _, caption in page.top_images]
+    assert values == sorted(values, reverse=True)
+    assert isinstance(page.top_texts, pd.DataFrame) and list(page.top_texts) == ["value", "text"]
+    assert page.histogram.data and len(page.names) > 0
+
+
+def test_similar_latents_are_nearest_decoder_directions(explorer):
+    df = explorer.similar_latents(3, n=5)
+    w = explorer.sae.get_dictionary()
+    cos = (w @ w[3]).numpy()
+    cos[3] = -np.inf
+    assert df["latent"].tolist() == np.argsort(-cos)[:5].tolist()
+    np.testing.assert_allclose(df["cosine"], np.sort(cos)[::-1][:5], atol=1e-4)
+
+
+def test_search_finds_latents_named_like_the_query(explorer):
+    hits = explorer.search_latents("blue", n=5)
+    assert list(hits.columns) == ["latent", "score", "names"] and len(hits) == 5
+    assert "blue" in hits["names"].iloc[0]
+    assert explorer.resolve_latent("blue") == int(hits["latent"].iloc[0])
+    assert explorer.resolve_latent("7") == 7
+
+
+# ---------------------------------------------------------------------- Steer
+def test_steer_without_edits_changes_nothing(explorer, image_item):
+    q = explorer.item_query(image_item)
+    result = explorer.steer(q, [], LABELS)
+    assert result.cosine_to_original == pytest.approx(1.0, abs=1e-6)
+    assert result.neighbours_before["item"].tolist() == result.neighbours_after["item"].tolist()
+    np.testing.assert_allclose(result.zero_shot["before"], result.zero_shot["after"], atol=1e-4)
+    assert result.zero_shot["before"].sum() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_steer_moves_the_embedding_along_the_decoder_row(explorer, image_item):
+    q = explorer.item_query(image_item)
+    latent = int(explorer.top_latents(q, 1)["latent"][0])
+    out = steering.steer(explorer.sae, torch.as_tensor(q.x_d), [Edit(latent, "scale", 3.0)])
+    z_l = full_latents(explorer, q.x_d)
+    assert float(out.z_after_l[latent]) == pytest.approx(3.0 * float(z_l[latent]), rel=1e-5)
+    delta_d = out.x_steered_d - torch.as_tensor(q.x_d)
+    row_d = explorer.sae.W_dec[latent].detach() / explorer.sae.cfg.scaling_factor
+    if not explorer.sae.cfg.normalize:
+        expected = 2.0 * float(z_l[latent]) * row_d
+        torch.testing.assert_close(delta_d, expected, rtol=1e-3, atol=1e-4)
+    result = explorer.steer(q, [Edit(latent, "zero")], LABELS)
+    assert result.edits.loc[0, "after"] == 0.0
+    assert result.cosine_to_original < 1.0
+
+
+def test_steer_zero_shot_matches_direct_computation(explorer, image_item):
+    q = explorer.item_query(image_item)
+    result = explorer.steer(q, [], LABELS)
+    x = torch.nn.functional.normalize(torch.as_tensor(q.x_d)[None], dim=-1)
+    t = torch.nn.functional.normalize(explorer.encoder.encode_texts(LABELS), dim=-1)
+    expected = (explorer.logit_scale * x @ t.T).softmax(-1)[0].numpy()
+    np.testing.assert_allclose(result.zero_shot["before"], expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (Edit(0, "set", float("nan")), "finite"),
+        (Edit(0, "set", 1e30), "too large"),
+        (Edit(10**6, "set", 1.0), "does not exist"),
+        (Edit(0, "boost", 1.0), "unknown edit"),
+    ],
+)
+def test_bad_edits_are_refused(explorer, image_item, edit, message):
+    with pytest.raises(ValueError, match=message):
+        explorer.steer(explorer.item_query(image_item), [edit], LABELS)
+
+
+def test_labels_are_checked():
+    assert check_labels("red, blue,red ,") == ["red", "blue"]
+    with pytest.raises(ValueError, match="between 2 and 50"):
+        check_labels("red")
+
+
+def test_relative_edit_is_in_units_of_the_corpus_max(explorer):
+    edit = explorer.relative_edit("5", "set", 2.0)
+    assert edit == Edit(5, "set", pytest.approx(2.0 * float(explorer.index.max_act[5])))
+    assert explorer.relative_edit(5, "scale", 0.5).value == 0.5
+
+
+def test_sweep_starts_at_the_zeroed_latent_and_uses_a_similar_baseline(explorer, image_item):
+    q = explorer.item_query(image_item)
+    latent = int(explorer.top_latents(q, 1)["latent"][0])
+    sweep = explorer.sweep(q, latent, "red", LABELS, strengths=(0.0, 1.0, 2.0))
+    zeroed = explorer.steer(q, [Edit(latent, "zero")], LABELS).zero_shot
+    assert sweep.table["latent"][0] == pytest.approx(zeroed["after"][0], abs=1e-3)
+    assert sweep.baseline_latent != latent
+    f = explorer.index.frequency
+    gaps = np.abs(np.log(f[f > 0]) - np.log(f[latent]))
+    baseline_gap = abs(np.log(f[sweep.baseline_latent]) - np.log(f[latent]))
+    assert baseline_gap <= np.sort(gaps)[min(20, len(gaps) - 1)] + 1e-9
+    assert len(sweep.figure.data) == 2
+    with pytest.raises(ValueError, match="target label"):
+        explorer.sweep(q, latent, "purple", LABELS)
+
+
+# ---------------------------------------------------------------------- Overview, export
+def test_overview_matches_direct_computation(explorer):
+    o = explorer.overview()
+    x = torch.as_tensor(np.asarray(explorer.index.embeddings, np.float32))
+    out = explorer.sae.forward(x)
+    fvu = float(((x - out.x_hat_bd) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+    assert o.stats["fvu"] == pytest.approx(fvu, rel=1e-3)
+    assert o.stats["l0"] == pytest.approx(float((out.z_bl > 0).sum(1).float().mean()), rel=1e-3)
+    assert o.stats["n_items"] == len(explorer.corpus)
+    assert o.stats["dead_latents"] == int((explorer.index.frequency == 0).sum())
+    assert len(o.stats["level_fvu"]) == len(explorer.sae.cfg.levels)
+    assert set(o.models["what"]) == {"CLIP", "SAE", "corpus", "index"}
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_exports_are_stamped_with_hashes(explorer, image_item, tmp_path, fmt):
+    latent_fpath = explorer.export_latent(4, tmp_path, fmt)
+    inspect_fpath = explorer.export_inspect(explorer.item_query(image_item), tmp_path, fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [latent_fpath.name, inspect_fpath.name]
+    )  # no temp files left behind
+    text = latent_fpath.read_text()
+    assert explorer.sae.content_hash in text and explorer.corpus.manifest_hash in text
+    if fmt == "json":
+        payload = json.loads(text)
+        assert payload["summary"]["latent"] == 4
+        assert payload["stamp"]["sae_hash"] == explorer.sae.content_hash
+        top = json.loads(inspect_fpath.read_text())["top_latents"]
+        expected = explorer.inspect(explorer.item_query(image_item), n_top=32).table
+        assert [r["latent"] for r in top] == expected["latent"].tolist()
+    with pytest.raises(ValueError, match="choose 'json' or 'csv'"):
+        explorer.export_latent(4, tmp_path, "xml")
+
+
+# ---------------------------------------------------------------------- trained world
+@pytest.mark.skipif(not builtin_world_trained(), reason="needs the trained builtin:shapes models")
+def test_boosting_the_blue_latent_makes_neighbours_of_a_red_shape_blue(explorer):
+    attrs = [it.attributes or {} for it in explorer.corpus.items]
+    red = next(
+        i
+        for i, a in enumerate(attrs)
+        if a.get("color") == "red" and explorer.corpus.items[i].modality == "image"
+    )
+    q = explorer.item_query(red)
+    blue = explorer.resolve_latent("blue")
+
+    def blue_share(df: pd.DataFrame) -> float:
+        images = df[df["modality"] == "image"]
+        return float(np.mean([attrs[i].get("color") == "blue" for i in images["item"]]))
+
+    before = explorer.steer(q, [], LABELS, k=10).neighbours_before
+    after = explorer.steer(q, [explorer.relative_edit(blue, "set", 3.0)], LABELS, k=10)
+    assert blue_share(before) < 0.5
+    assert blue_share(after.neighbours_after) > 0.5
+    zs = after.zero_shot.set_index("label")
+    assert zs.loc["blue", "after"] > zs.loc["blue", "before"]
+    assert shapes.ATTRIBUTES["color"].count("blue") == 1

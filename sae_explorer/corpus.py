@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
+from sae_explorer.images import to_rgb
 
 Modality = Literal["image", "text"]
 MODALITIES: tuple[str, ...] = ("image", "text")
@@ -127,7 +128,7 @@ def load_item_image(item: CorpusItem) -> Image.Image:
     try:
         with Image.open(item.source) as opened:
             opened.load()
-            image = opened if opened.mode == "RGB" else opened.convert("RGB")
+            image = to_rgb(opened)
             return image.copy() if image is opened else image
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise ValueError(f"cannot read image {item.source!r}: {e}") from e

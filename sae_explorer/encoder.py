@@ -12,17 +12,18 @@ unit vectors for similarity search.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from sae_explorer.images import to_rgb
 from sae_explorer.worlds import shapes
 
 BUILTIN_MODELS: dict[str, Path] = {"builtin:shapes": shapes.CHECKPOINT_DPATH / "clip"}
@@ -52,29 +53,6 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: transparency over white, 16-bit/float scaled, CMYK/P/L converted."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
-        a = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16"):
-            top = 65535.0
-        elif image.mode == "I":
-            top = 65535.0 if a.max(initial=0) > 255 else 255.0
-        else:
-            top = 1.0 if a.max(initial=0) <= 1.0 else 255.0
-        a8 = np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(a8, mode="L").convert("RGB")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in {"RGBA", "LA", "RGBa", "La", "PA"}:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 class _Preprocess:
     """Picklable ``PIL -> [3, H, W]`` transform: RGB conversion, then open_clip's own transform."""
 
@@ -96,11 +74,15 @@ class ClipEncoder:
         model_id: str,
         device: torch.device,
         input_dtype: torch.dtype,
+        cache_id: str | None = None,
     ) -> None:
         self.model = model.eval()
         self.preprocess = _Preprocess(preprocess)
         self.tokenizer = tokenizer
         self.model_id = model_id
+        self.cache_id = cache_id or model_id
+        """``model_id`` plus a fingerprint of local weight files, so caches notice a retrained or
+        replaced model that keeps its name (``builtin:shapes``, ``local-dir:``, a weights file)."""
         self.device = device
         self.input_dtype = input_dtype
         self.embed_dim = int(self.encode_texts(["a"]).shape[1])
@@ -242,7 +224,34 @@ def load_encoder(
             ) from e
         raise
     input_dtype = open_clip.get_input_dtype(precision) or torch.float32
-    return ClipEncoder(clip, preprocess, tokenizer, model_id, dev, input_dtype)
+    local = _local_weight_files(open_clip_name, pretrained)
+    cache_id = f"{model_id}@{weights_fingerprint(local)[:16]}" if local else model_id
+    return ClipEncoder(clip, preprocess, tokenizer, model_id, dev, input_dtype, cache_id)
+
+
+def _local_weight_files(open_clip_name: str, pretrained: str | None) -> list[Path]:
+    """The local files a model's weights come from (none for Hub names and random init)."""
+    if open_clip_name.startswith("local-dir:"):
+        dpath = Path(open_clip_name[len("local-dir:") :])
+        return sorted(f for f in dpath.iterdir() if f.is_file()) if dpath.is_dir() else []
+    if pretrained and os.path.isfile(pretrained):
+        return [Path(pretrained)]
+    return []
+
+
+def weights_fingerprint(fpaths: Sequence[Path], edge_bytes: int = 1 << 20) -> str:
+    """sha256 over each file's size and its first and last MiB: changes when weights are
+    retrained or replaced, yet costs milliseconds even for a multi-GB checkpoint."""
+    digest = hashlib.sha256()
+    for fpath in fpaths:
+        size = fpath.stat().st_size
+        digest.update(f"{fpath.name}\t{size}\n".encode())
+        with open(fpath, "rb") as f:
+            digest.update(f.read(edge_bytes))
+            if size > edge_bytes:
+                f.seek(max(edge_bytes, size - edge_bytes))
+                digest.update(f.read(edge_bytes))
+    return digest.hexdigest()
 
 
 def _resolve_name(model: str, pretrained: str | None) -> tuple[str, str]:

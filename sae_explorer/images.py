@@ -59,7 +59,7 @@ def check_image(
         image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not cost the user their upload
         notes.append("ignored a broken EXIF orientation tag")
-    rgb, mode_note = to_rgb(image)
+    rgb, mode_note = to_rgb(image), conversion_note(image)
     if mode_note:
         notes.append(mode_note)
     if min(rgb.size) < MIN_SIDE:
@@ -121,28 +121,49 @@ def _array_to_image(x: np.ndarray) -> Image.Image:
     return Image.fromarray(x.squeeze(-1) if x.ndim == 3 and x.shape[2] == 1 else x)
 
 
-def to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
-    """Convert any PIL mode to RGB; returns the image and a note when the conversion is lossy.
+HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "RGBa", "La", "PA"})
 
-    Transparent images are composited on white (what a viewer shows), 16/32-bit greyscale is
-    rescaled by its own range instead of clipped, CMYK/palette/LAB go through PIL's converters.
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB, the one conversion every image path uses (uploads, corpus
+    files, the encoder), so an image gets the same embedding wherever it comes from.
+
+    Transparency is composited on white (what a viewer shows); 16-bit and float images are scaled
+    by their nominal range (not clipped, not contrast-stretched); CMYK/palette/L go through PIL.
     """
     mode = image.mode
     if mode == "RGB":
-        return image, None
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        x = np.asarray(image, dtype=np.float64)
-        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
-        x8 = np.zeros_like(x) if hi <= lo else (x - lo) / (hi - lo) * 255.0
-        grey = Image.fromarray(np.nan_to_num(x8).astype(np.uint8), mode="L")
-        return grey.convert("RGB"), f"converted a high-bit-depth ({mode}) image to 8-bit RGB"
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        return image
+    if mode in HIGH_BIT_MODES:
+        a = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        if mode.startswith("I;16"):
+            top = 65535.0
+        elif mode == "I":
+            top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        else:
+            top = 1.0 if a.max(initial=0) <= 1.0 else 255.0
+        a8 = np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(a8, mode="L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ALPHA_MODES:
         rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas, "composited a transparent image on white"
-    note = f"converted a {mode} image to RGB" if mode in ("CMYK", "YCbCr", "LAB", "HSV") else None
-    return image.convert("RGB"), note
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def conversion_note(image: Image.Image) -> str | None:
+    """What :func:`to_rgb` changes that a user may want to know about, or None."""
+    mode = image.mode
+    if mode in HIGH_BIT_MODES:
+        return f"converted a high-bit-depth ({mode}) image to 8-bit RGB"
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        return "composited a transparent image on white"
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return f"converted a {mode} image to RGB"
+    return None
 
 
 def check_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> CheckedText:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -17,8 +18,8 @@ from sae_explorer.encoder import (
     ModelDownloadError,
     load_encoder,
     pick_device,
-    to_rgb,
 )
+from sae_explorer.images import check_image, to_rgb
 from sae_explorer.worlds import shapes
 from sae_explorer.worlds.train_shapes import create_world_clip, save_clip
 
@@ -129,6 +130,29 @@ def test_every_image_mode_becomes_rgb(enc) -> None:
     torch.testing.assert_close(x[4], enc.encode_images([gray.convert("RGB")])[0])
 
 
+def test_upload_corpus_and_encoder_paths_agree_on_odd_modes(enc, tmp_path) -> None:
+    """A 16-bit or transparent PNG gets the same pixels (so the same embedding) whether it is
+    uploaded, read from a corpus folder, or passed to the encoder."""
+    from sae_explorer.corpus import load_corpus, load_item_image
+
+    ramp16 = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    clear = np.zeros((32, 32, 4), dtype=np.uint8)
+    clear[..., 2] = 255  # blue, fully transparent
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(ramp16).save(tmp_path / "imgs" / "a16.png")
+    Image.fromarray(clear, mode="RGBA").save(tmp_path / "imgs" / "b_clear.png")
+    corpus = load_corpus(str(tmp_path / "imgs"))
+    for item in corpus.items:
+        from_corpus = np.asarray(load_item_image(item))
+        from_upload = np.asarray(check_image(item.source).image)
+        from_encoder = np.asarray(enc.load_image(item.source))
+        np.testing.assert_array_equal(from_corpus, from_upload)
+        np.testing.assert_array_equal(from_corpus, from_encoder)
+    by_name = {Path(i.source).name: np.asarray(load_item_image(i)) for i in corpus.items}
+    assert by_name["b_clear.png"].min() == 255  # transparent -> white, not its hidden blue
+    assert by_name["a16.png"].max() == 255 and by_name["a16.png"].min() == 0
+
+
 def test_unreadable_files_raise_value_error_naming_them(enc, tmp_path) -> None:
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"this is text, not a PNG")
@@ -159,6 +183,11 @@ def test_arch_plus_local_weights_file(tmp_path) -> None:
     with torch.no_grad():
         expected = model.encode_text(tokens)
     torch.testing.assert_close(enc.encode_texts(["a red star"]), expected)
+    # Same path, retrained weights: the name stays, the cache id must change.
+    retrained = create_world_clip(seed=6)
+    save_file({k: v.contiguous() for k, v in retrained.state_dict().items()}, fpath)
+    enc2 = load_encoder(shapes.CLIP_ARCH, pretrained=str(fpath), device="cpu")
+    assert enc2.model_id == enc.model_id and enc2.cache_id != enc.cache_id
 
 
 def test_local_dir_written_by_save_clip(tmp_path) -> None:

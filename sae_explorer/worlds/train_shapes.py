@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +32,7 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+from sae_explorer.atomic import atomic_path, atomic_write_text
 from sae_explorer.worlds import quality, shapes
 
 Progress = Callable[[float, str], None]
@@ -196,18 +195,6 @@ def train_clip(
     return ClipTrainResult(model=model, model_cfg=model_cfg, metrics=metrics)
 
 
-def _atomic_write_bytes(fpath: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=fpath.parent, prefix=f".{fpath.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, fpath)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_clip(
     model: torch.nn.Module, model_cfg: dict, dpath: Path, dtype: torch.dtype = torch.float16
 ) -> Path:
@@ -223,18 +210,9 @@ def save_clip(
         "sae_explorer": {"world": "shapes", "architecture": shapes.CLIP_ARCH, "schema": 1},
     }
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=dpath, prefix=".weights.", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dpath / "open_clip_model.safetensors")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _atomic_write_bytes(
-        dpath / "open_clip_config.json", (json.dumps(config, indent=2) + "\n").encode()
-    )
+    with atomic_path(dpath / "open_clip_model.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_text(dpath / "open_clip_config.json", json.dumps(config, indent=2) + "\n")
     return dpath
 
 
@@ -323,9 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         with tqdm(total=clip_cfg.steps, desc="tiny CLIP", unit="step") as bar:
             result = train_clip(clip_cfg, model_cfg, lambda f, m: bar.update(1))
         save_clip(result.model, result.model_cfg, out / "clip")
-        _atomic_write_bytes(
-            out / "clip" / "train_metrics.json", json.dumps(result.metrics, indent=2).encode()
-        )
+        atomic_write_text(out / "clip" / "train_metrics.json", json.dumps(result.metrics, indent=2))
         print(f"saved CLIP to {out / 'clip'} after {result.metrics['train_seconds']:.0f} s")
     if not args.skip_sae:
         t0 = time.perf_counter()

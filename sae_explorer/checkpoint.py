@@ -158,7 +158,7 @@ def _load_local_file(fpath: Path, display_name: str | None = None) -> SAE:
     if fpath.suffix in PICKLE_SUFFIXES:
         obj = load_pickle_safely(fpath)
         if isinstance(obj, dict) and "model" in obj:
-            return msae.load_msae(fpath, display_name)
+            return msae.load_msae(fpath, display_name, ckpt=obj)
         if isinstance(obj, dict) and openai.detect(obj):
             return openai.load_state_dict(obj, str(fpath))
         keys = sorted(map(str, obj))[:12] if isinstance(obj, dict) else type(obj).__name__

@@ -131,9 +131,13 @@ def config_from_name(name: MSAEName, n_inputs: int, n_latents: int, tied: bool) 
     )
 
 
-def load_msae(fpath: Path, display_name: str | None = None) -> SAE:
-    """Load an MSAE ``.pth``; ``display_name`` overrides the name parsed (e.g. a Hub path)."""
-    ckpt = load_pickle_safely(fpath)
+def load_msae(fpath: Path, display_name: str | None = None, ckpt: object = None) -> SAE:
+    """Load an MSAE ``.pth``; ``display_name`` overrides the name parsed (e.g. a Hub path).
+
+    ``ckpt`` is the already unpickled file, when the caller has read it (saves a second read of
+    a checkpoint that can be hundreds of MB)."""
+    if ckpt is None:
+        ckpt = load_pickle_safely(fpath)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(

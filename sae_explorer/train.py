@@ -23,7 +23,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
 from sae_explorer.sae import ACTIVATIONS, SAE, WEIGHTINGS, SAEConfig, relative_importance
 
 ARCHITECTURES = ("matryoshka", "topk", "relu")
@@ -39,46 +40,42 @@ CHUNK_ROWS = 65_536  # rows per chunk for statistics over (memory-mapped) data
 Progress = Callable[[float, str], None]
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters; the field help texts are also the CLI help."""
 
-    n_latents: int = field(default=4096, metadata=_help("number of latents"))
-    architecture: str = field(default="matryoshka", metadata=_help(f"one of {ARCHITECTURES}"))
+    n_latents: int = field(default=4096, metadata=doc("number of latents"))
+    architecture: str = field(default="matryoshka", metadata=doc(f"one of {ARCHITECTURES}"))
     k: int = field(
-        default=32, metadata=_help("TopK k; for matryoshka the first level of the doubling list")
+        default=32, metadata=doc("TopK k; for matryoshka the first level of the doubling list")
     )
-    weighting: str = field(default="RW", metadata=_help("Matryoshka level weights: RW or UW"))
+    weighting: str = field(default="RW", metadata=doc("Matryoshka level weights: RW or UW"))
     activation: str = field(
-        default="TopKReLU", metadata=_help("TopK activation for topk/matryoshka (MSAE names)")
+        default="TopKReLU", metadata=doc("TopK activation for topk/matryoshka (MSAE names)")
     )
-    l1_coefficient: float = field(default=1e-3, metadata=_help("L1 penalty of a ReLU SAE"))
-    epochs: float = field(default=1.0, metadata=_help("passes over the training split"))
-    batch_size: int = field(default=4096, metadata=_help("samples per step"))
-    lr: float = field(default=5e-4, metadata=_help("AdamW learning rate"))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
-    warmup_fraction: float = field(default=0.05, metadata=_help("linear LR warm-up share"))
-    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping (global norm)"))
-    mean_center: bool = field(default=True, metadata=_help("subtract the training-data mean"))
+    l1_coefficient: float = field(default=1e-3, metadata=doc("L1 penalty of a ReLU SAE"))
+    epochs: float = field(default=1.0, metadata=doc("passes over the training split"))
+    batch_size: int = field(default=4096, metadata=doc("samples per step"))
+    lr: float = field(default=5e-4, metadata=doc("AdamW learning rate"))
+    weight_decay: float = field(default=0.0, metadata=doc("AdamW weight decay"))
+    warmup_fraction: float = field(default=0.05, metadata=doc("linear LR warm-up share"))
+    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping (global norm)"))
+    mean_center: bool = field(default=True, metadata=doc("subtract the training-data mean"))
     scale_norm: bool = field(
-        default=True, metadata=_help("scale inputs so their mean L2 norm is sqrt(n_inputs)")
+        default=True, metadata=doc("scale inputs so their mean L2 norm is sqrt(n_inputs)")
     )
-    normalize: bool = field(default=False, metadata=_help("per-sample normalisation in the SAE"))
-    tied: bool = field(default=False, metadata=_help("tie decoder to the encoder transpose"))
-    soft_cap: float = field(default=0.0, metadata=_help("latent soft cap (0 = off)"))
-    val_fraction: float = field(default=0.05, metadata=_help("held-out share for metrics"))
-    seed: int = field(default=0, metadata=_help("random seed (init, split, shuffling)"))
-    device: str | None = field(default=None, metadata=_help("torch device (default: cuda if any)"))
+    normalize: bool = field(default=False, metadata=doc("per-sample normalisation in the SAE"))
+    tied: bool = field(default=False, metadata=doc("tie decoder to the encoder transpose"))
+    soft_cap: float = field(default=0.0, metadata=doc("latent soft cap (0 = off)"))
+    val_fraction: float = field(default=0.05, metadata=doc("held-out share for metrics"))
+    seed: int = field(default=0, metadata=doc("random seed (init, split, shuffling)"))
+    device: str | None = field(default=None, metadata=doc("torch device (default: cuda if any)"))
     num_threads: int | None = field(
         default=None,
-        metadata=_help("CPU threads while training (default: torch's; 1 is fastest for tiny SAEs)"),
+        metadata=doc("CPU threads while training (default: torch's; 1 is fastest for tiny SAEs)"),
     )
     clip_model: str | None = field(
-        default=None, metadata=_help("CLIP model id the embeddings came from (provenance)")
+        default=None, metadata=doc("CLIP model id the embeddings came from (provenance)")
     )
 
     def __post_init__(self) -> None:
@@ -378,18 +375,7 @@ def _parser() -> argparse.ArgumentParser:
         "--data", required=True, type=Path, help=".npy file [n, n_inputs] (memmapped)"
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=f.metadata["help"],
-            )
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-            parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
+    add_dataclass_args(parser, TrainConfig)
     return parser
 
 
@@ -402,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         x_nd = np.load(args.data, mmap_mode="r")
-        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+        cfg = dataclass_from_args(TrainConfig, args)
     except (OSError, ValueError) as err:
         print(f"error: {err}")
         return 1

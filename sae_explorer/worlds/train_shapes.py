@@ -23,7 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,35 +33,32 @@ import torch
 from safetensors.torch import save_file
 
 from sae_explorer.atomic import atomic_path, atomic_write_text
+from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
 from sae_explorer.worlds import quality, shapes
 
 Progress = Callable[[float, str], None]
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass(frozen=True)
 class ClipTrainConfig:
     """Training of the world's tiny CLIP; the help texts are also the CLI help."""
 
-    steps: int = field(default=1500, metadata=_help("AdamW steps; each shows all 180 captions"))
-    lr: float = field(default=2e-3, metadata=_help("peak learning rate (warmup, cosine decay)"))
-    warmup_steps: int = field(default=100, metadata=_help("linear warmup steps"))
-    weight_decay: float = field(default=0.05, metadata=_help("AdamW weight decay (matrices)"))
+    steps: int = field(default=1500, metadata=doc("AdamW steps; each shows all 180 captions"))
+    lr: float = field(default=2e-3, metadata=doc("peak learning rate (warmup, cosine decay)"))
+    warmup_steps: int = field(default=100, metadata=doc("linear warmup steps"))
+    weight_decay: float = field(default=0.05, metadata=doc("AdamW weight decay (matrices)"))
     seed: int = field(
-        default=shapes.TRAIN_SEED, metadata=_help("seed of the training images and the init")
+        default=shapes.TRAIN_SEED, metadata=doc("seed of the training images and the init")
     )
     threads: int = field(
         default=1,
-        metadata=_help(
+        metadata=doc(
             "torch CPU threads: 1 is fastest on a busy 2-core machine (OpenMP threads wait on "
             "each other when cores are oversubscribed), 2 on an idle one"
         ),
     )
-    eval_every: int = field(default=250, metadata=_help("steps between held-out checks (0: off)"))
-    eval_items: int = field(default=600, metadata=_help("held-out items per check"))
+    eval_every: int = field(default=250, metadata=doc("steps between held-out checks (0: off)"))
+    eval_items: int = field(default=600, metadata=doc("held-out items per check"))
 
 
 @dataclass(frozen=True)
@@ -69,14 +66,14 @@ class SaeTrainConfig:
     """Training of the world's Matryoshka SAE; the help texts are also the CLI help."""
 
     n_image_items: int = field(
-        default=12_000, metadata=_help("world images (seed 1) to embed; as many texts join them")
+        default=12_000, metadata=doc("world images (seed 1) to embed; as many texts join them")
     )
-    n_latents: int = field(default=256, metadata=_help("SAE latents"))
-    k: int = field(default=4, metadata=_help("first Matryoshka level (levels double)"))
-    epochs: float = field(default=40.0, metadata=_help("passes over the embeddings"))
-    batch_size: int = field(default=1024, metadata=_help("embeddings per step"))
-    lr: float = field(default=1e-3, metadata=_help("AdamW learning rate"))
-    seed: int = field(default=shapes.TRAIN_SEED, metadata=_help("seed of images, split, init"))
+    n_latents: int = field(default=256, metadata=doc("SAE latents"))
+    k: int = field(default=4, metadata=doc("first Matryoshka level (levels double)"))
+    epochs: float = field(default=40.0, metadata=doc("passes over the embeddings"))
+    batch_size: int = field(default=1024, metadata=doc("embeddings per step"))
+    lr: float = field(default=1e-3, metadata=doc("AdamW learning rate"))
+    seed: int = field(default=shapes.TRAIN_SEED, metadata=doc("seed of images, split, init"))
 
 
 class ClipTrainResult(NamedTuple):
@@ -266,14 +263,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Train the shapes world's tiny CLIP and its Matryoshka SAE.",
     )
     parser.add_argument("--out", type=Path, default=shapes.CHECKPOINT_DPATH, help="output folder")
-    for prefix, config in (("clip", ClipTrainConfig), ("sae", SaeTrainConfig)):
-        for f in fields(config):
-            parser.add_argument(
-                f"--{prefix}-{f.name.replace('_', '-')}",
-                type={"int": int, "float": float}[str(f.type)],
-                default=f.default,
-                help=f"{f.metadata['help']} (default: {f.default})",
-            )
+    add_dataclass_args(parser, ClipTrainConfig, prefix="clip")
+    add_dataclass_args(parser, SaeTrainConfig, prefix="sae")
     parser.add_argument("--arch-json", type=Path, help="open_clip config overriding CLIP_ARCH")
     parser.add_argument("--skip-clip", action="store_true", help="reuse <out>/clip, train the SAE")
     parser.add_argument("--skip-sae", action="store_true", help="train and save only the CLIP")
@@ -287,12 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     from sae_explorer.encoder import load_encoder
 
     args = parse_args(argv)
-    clip_cfg = ClipTrainConfig(
-        **{f.name: getattr(args, f"clip_{f.name}") for f in fields(ClipTrainConfig)}
-    )
-    sae_cfg = SaeTrainConfig(
-        **{f.name: getattr(args, f"sae_{f.name}") for f in fields(SaeTrainConfig)}
-    )
+    clip_cfg = dataclass_from_args(ClipTrainConfig, args, prefix="clip")
+    sae_cfg = dataclass_from_args(SaeTrainConfig, args, prefix="sae")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(clip_cfg.threads)

@@ -192,7 +192,11 @@ def project_decoder_grads(sae: SAE) -> None:
 
 @torch.no_grad()
 def renormalize_decoder(sae: SAE) -> None:
-    """Scale decoder rows to unit norm, rescaling encoder columns/latent biases to compensate."""
+    """Scale decoder rows to unit norm, rescaling encoder columns/latent biases to compensate.
+
+    Untied SAEs keep their function exactly. A tied SAE has one matrix for both directions, so
+    no rescaling can compensate; it is treated as MSAE's ``scale_to_unit_norm`` treats it (rows
+    normalised, latent bias multiplied by the old norm), and training corrects the rest."""
     eps = torch.finfo(sae.encoder.dtype).eps
     if sae.decoder is None:
         norm_l = sae.encoder.data.norm(dim=0) + eps

@@ -12,10 +12,12 @@ This file is layout and wiring only: every handler calls one method of
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import html
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -38,6 +40,8 @@ from sae_explorer.steering import OPS, Edit
 logger = logging.getLogger("sae_explorer.app")
 
 N_SLIDERS = 6
+SLIDER_DECIMALS = 3
+SLIDER_STEP = 10.0**-SLIDER_DECIMALS
 DEFAULT_CONCURRENCY = 2
 """Requests served at once; the models are CPU/GPU-bound, so more only adds queueing jitter."""
 TABS = ("inspect", "latent", "steer", "overview")
@@ -141,6 +145,24 @@ def thumbs_html(items: Sequence[tuple]) -> str:
     return f'<div class="{kind}">{"".join(figures)}</div>'
 
 
+def moved_slider_edits(initial: Sequence[Sequence[float]], values: Sequence[float]) -> list[Edit]:
+    """``set`` edits for the sliders the user moved (by more than half a step) from their initial
+    ``[latent id, value]``; an untouched slider is no edit, so decoding it gives back the input."""
+    return [
+        Edit(int(latent), "set", float(v))
+        for (latent, start), v in zip(initial, values)
+        if v is not None and not abs(float(v) - float(start)) <= SLIDER_STEP / 2
+    ]
+
+
+@functools.cache
+def export_dpath() -> str:
+    """One folder per process for export files (removed at exit), not one per export."""
+    dpath = tempfile.mkdtemp(prefix="sae-explorer-exports-")
+    atexit.register(shutil.rmtree, dpath, ignore_errors=True)
+    return dpath
+
+
 def deep_link(**params: Any) -> str:
     return "?" + urlencode({k: v for k, v in params.items() if v is not None})
 
@@ -153,7 +175,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         gr.HTML(banner_html(explorer))
         inspect_query = gr.State(None)
         steer_query = gr.State(None)
-        slider_latents = gr.State([])
+        slider_latents = gr.State([])  # [[latent id, initial slider value], ...]
         extra_edits = gr.State([])
 
         with gr.Tabs(selected="inspect") as tabs:
@@ -235,8 +257,10 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                         elem_id="steer-image",
                     )
                     with gr.Column():
-                        st_text = gr.Textbox(label="…or a text", lines=2)
-                        st_text_btn = gr.Button("Start from text", size="sm")
+                        st_text = gr.Textbox(label="…or a text", lines=2, elem_id="steer-text")
+                        st_text_btn = gr.Button(
+                            "Start from text", size="sm", elem_id="steer-text-start"
+                        )
                         with gr.Row():
                             st_item = gr.Number(label="…or corpus item #", precision=0, minimum=0)
                             st_item_btn = gr.Button("Start from item", size="sm")
@@ -276,7 +300,9 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                     with gr.Column():
                         st_cosine = gr.Markdown(elem_id="steer-cosine")
                         st_zero_shot = gr.Dataframe(label="Zero-shot scores", interactive=False)
-                        st_changes = gr.Dataframe(label="Edited latents", interactive=False)
+                        st_changes = gr.Dataframe(
+                            label="Edited latents", interactive=False, elem_id="steer-changes"
+                        )
                 with gr.Row():
                     with gr.Column():
                         gr.Markdown("**Nearest corpus images: before** (cosine)")
@@ -307,7 +333,11 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                 )
                 gr.Markdown(overview_markdown(overview.stats), elem_id="overview-stats")
                 with gr.Row():
-                    gr.Plot(value=overview.frequency_histogram, label="Latent frequency")
+                    gr.Plot(
+                        value=overview.frequency_histogram,
+                        label="Latent frequency",
+                        elem_id="overview-frequency",
+                    )
                     gr.Plot(value=overview.levels_plot, label="Per-level reconstruction")
 
         # ==================================================================== wiring
@@ -407,8 +437,12 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
 
         @user_errors
         def open_from_table(df: pd.DataFrame, evt: gr.SelectData):
-            row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-            return open_in_tab(latent_values(int(df.iloc[row]["latent"])))
+            # row_value is the clicked row as displayed, however the user sorted or filtered the
+            # table; read it by column name
+            row = dict(zip(df.columns, evt.row_value or ()))
+            if "latent" not in row:
+                raise ValueError("click a row of the table to open its latent")
+            return open_in_tab(latent_values(int(row["latent"])))
 
         lat_open_btn.click(open_latent, lat_id, latent_outputs, api_name="latent")
         lat_id.submit(open_latent, lat_id, latent_outputs, api_visibility="private")
@@ -430,11 +464,11 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         def export_inspect(query, fmt):
             if query is None:
                 raise ValueError("inspect an image, text or corpus item first, then export it")
-            return str(explorer.export_inspect(query, tempfile.mkdtemp(prefix="sae-export-"), fmt))
+            return str(explorer.export_inspect(query, export_dpath(), fmt))
 
         @user_errors
         def export_latent(latent, fmt):
-            return str(explorer.export_latent(latent, tempfile.mkdtemp(prefix="sae-export-"), fmt))
+            return str(explorer.export_latent(latent, export_dpath(), fmt))
 
         in_export_btn.click(
             export_inspect, [inspect_query, in_fmt], in_export, api_name="export_inspect"
@@ -447,28 +481,25 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         def steer_start_values(query: Query) -> tuple:
             warn(query)
             top = explorer.top_latents(query, N_SLIDERS)
-            updates = []
+            updates, initial = [], []
             for i in range(N_SLIDERS):
                 if i < len(top):
                     r = top.iloc[i]
+                    value = round(float(r["value"]), SLIDER_DECIMALS)  # on the step grid
+                    initial.append([int(r["latent"]), value])
                     updates.append(
                         gr.Slider(
                             minimum=0.0,
                             maximum=round(float(r["max"]), 4),
-                            value=round(float(r["value"]), 4),
-                            step=0.001,
+                            value=value,
+                            step=SLIDER_STEP,
                             label=f"#{int(r['latent'])} {r['names']}",
                             visible=True,
                         )
                     )
                 else:
                     updates.append(gr.Slider(visible=False, value=0))
-            return (
-                query,
-                f"**Steering:** {query.description}",
-                [int(v) for v in top["latent"]],
-                *updates,
-            )
+            return (query, f"**Steering:** {query.description}", initial, *updates)
 
         @user_errors
         def steer_image(path):
@@ -511,7 +542,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         def decode(query, latents, edits, labels, *values):
             if query is None:
                 raise ValueError("start from an image, text or corpus item first")
-            slider_edits = [Edit(i, "set", v) for i, v in zip(latents or [], values)]
+            slider_edits = moved_slider_edits(latents or [], values)
             result = explorer.steer(
                 query, [*slider_edits, *(Edit(*e) for e in edits or [])], labels
             )

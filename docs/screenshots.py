@@ -15,21 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from _explorer_helpers import free_port, small_explorer  # noqa: E402
+from _explorer_helpers import chromium_page, launched_app, small_explorer  # noqa: E402
 
-import app  # noqa: E402
 from sae_explorer.worlds import shapes  # noqa: E402
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--items", type=int, default=600, help="shapes in the corpus")
     args = parser.parse_args(argv)
-    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dpath = Path(tmp)
-        demo = app.build_demo(small_explorer(tmp_dpath / "cache", n_items=args.items))
-        demo.queue()
-        port = free_port()
-        demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, css=app.CSS)
-        url = f"http://127.0.0.1:{port}/"
         image_fpath = tmp_dpath / "red-circle.png"
         item = next(
             shapes.make_item(i, seed=11)
@@ -54,11 +36,9 @@ def main(argv: list[str] | None = None) -> int:
             == {"shape": "circle", "color": "red", "background": "white", "size": "large"}
         )
         item.image.resize((224, 224)).save(image_fpath)
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.set_default_timeout(120_000)
+        explorer = small_explorer(tmp_dpath / "cache", n_items=args.items)
+        viewport = {"width": 1280, "height": 860}
+        with launched_app(explorer) as url, chromium_page(viewport, 120_000) as page:
             page.goto(url)
             page.locator("#inspect-image input[type=file]").set_input_files(str(image_fpath))
             page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
@@ -92,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
             page.get_by_role("tab", name="Overview").click()
             page.wait_for_timeout(2000)
             shot(page, args.out / "overview.png")
-            browser.close()
-        demo.close()
     return 0
 
 

@@ -10,6 +10,7 @@ call them directly.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import math
@@ -30,7 +31,6 @@ from sae_explorer import explorer_plots as plots
 from sae_explorer import steering
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
 from sae_explorer.images import check_image, check_text
-from sae_explorer.sae import NORM_EPS
 from sae_explorer.steering import Edit
 
 Progress = Callable[[float, str], None]
@@ -94,6 +94,11 @@ class SweepResult(NamedTuple):
     figure: go.Figure
     table: pd.DataFrame  # strength, latent, baseline
     baseline_latent: int
+
+
+class LevelMetrics(NamedTuple):
+    cosine_vb: np.ndarray  # [n_levels, b] cosine of x with its level reconstruction
+    sq_err_vb: np.ndarray  # [n_levels, b] squared error of the level reconstruction
 
 
 class Overview(NamedTuple):
@@ -310,23 +315,24 @@ class Explorer:
     def _diagnostics(self, x_1d: torch.Tensor, x_hat_1d: torch.Tensor, l0: int) -> dict[str, Any]:
         cosine = float(torch.nn.functional.cosine_similarity(x_1d, x_hat_1d)[0])
         rel_error = float((x_1d - x_hat_1d).norm() / x_1d.norm().clamp_min(1e-12))
-        levels, level_cosines = self._level_cosines(x_1d)
+        level_cosines = self.level_metrics(x_1d).cosine_vb[:, 0]
         return {
             "cosine": round(cosine, 4),
             "relative_error": round(rel_error, 4),
             "l0": l0,
-            "levels": levels,
-            "level_cosines": [round(c, 4) for c in level_cosines[:, 0].tolist()],
+            "levels": list(self.sae.cfg.levels),
+            "level_cosines": [round(c, 4) for c in level_cosines.tolist()],
         }
 
-    def _level_cosines(self, x_bd: torch.Tensor) -> tuple[list[int], np.ndarray]:
-        """Cosine of x with its reconstruction at each Matryoshka level: ([k...], [n_levels, b])."""
+    @torch.inference_mode()
+    def level_metrics(self, x_bd: torch.Tensor) -> LevelMetrics:
+        """Per-sample reconstruction quality at each Matryoshka level (one level for plain SAEs);
+        the single definition behind the Inspect diagnostics and the corpus overview."""
         level_out = self.sae.level_forward(self.sae.preprocess(x_bd))
-        cos = [
-            torch.nn.functional.cosine_similarity(x_bd, self.sae.postprocess(r), dim=-1)
-            for r in level_out.recons
-        ]
-        return list(self.sae.cfg.levels), torch.stack(cos).numpy()
+        recons = [self.sae.postprocess(r) for r in level_out.recons]
+        cos = [torch.nn.functional.cosine_similarity(x_bd, r, dim=-1) for r in recons]
+        sq_err = [((x_bd - r) ** 2).sum(-1) for r in recons]
+        return LevelMetrics(torch.stack(cos).double().numpy(), torch.stack(sq_err).double().numpy())
 
     def _thumbs(self, latent_id: int, n: int) -> list[Thumb]:
         top = self.top_items(latent_id, n, "image")
@@ -341,9 +347,10 @@ class Explorer:
         ]
 
     def thumbnail(self, item: int, px: int = THUMB_PX) -> Image.Image:
-        """A corpus image shrunk to fit ``px`` x ``px``."""
-        assert self.corpus is not None, "thumbnails need the corpus"
-        image = self.corpus.load_image(item).convert("RGB")
+        """An indexed image (``item`` is an index row, as everywhere here) shrunk to fit
+        ``px`` x ``px``. Read through the index: its rows skip unreadable corpus files, so they
+        are not corpus positions."""
+        image = self.index.load_image(item).convert("RGB")
         image.thumbnail((px, px))
         return image
 
@@ -390,9 +397,9 @@ class Explorer:
         for lo in range(0, len(rows), chunk):
             x_bd = torch.as_tensor(np.asarray(self.index.embeddings[rows[lo : lo + chunk]]))
             xm_bd = sae.preprocess(x_bd.float())
-            stats = sae.normalization_stats(xm_bd)
-            if stats is not None:
-                xm_bd = (xm_bd - stats.mu_b1) / (stats.std_b1 + NORM_EPS)
+            # The SAE's own per-sample normalisation; only this latent's encoder column is used
+            # (a full pre_activations_model would cost n_latents times more).
+            xm_bd = sae._normalize(xm_bd, sae.normalization_stats(xm_bd))
             pre_b1 = ((xm_bd - sae.pre_bias) @ w_d + sae.latent_bias[latent_id])[:, None]
             out.append(sae.cap(sae.full_latents(pre_b1))[:, 0].numpy())
         return np.concatenate(out).astype(np.float32)
@@ -643,28 +650,18 @@ class Explorer:
     def _compute_overview(self, batch_size: int) -> Overview:
         x_nd = torch.as_tensor(np.asarray(self.index.embeddings, dtype=np.float32))
         n = x_nd.shape[0]
+        assert n > 0, "empty corpus"
         sq_err, l0_sum = 0.0, 0.0
-        level_sq_err: np.ndarray | None = None
-        level_cos_sum: np.ndarray | None = None
-        mean_d = x_nd.mean(0)
-        total_var = float(((x_nd - mean_d) ** 2).sum())
+        level_sq_err = level_cos_sum = np.zeros(len(self.sae.cfg.levels))
+        total_var = float(((x_nd - x_nd.mean(0)) ** 2).sum())
         for start in range(0, n, batch_size):
             x_bd = x_nd[start : start + batch_size]
             out = self.sae.forward(x_bd)
             sq_err += float(((x_bd - out.x_hat_bd) ** 2).sum())
             l0_sum += float((out.z_bl > 0).sum())
-            level_out = self.sae.level_forward(self.sae.preprocess(x_bd))
-            recons = [self.sae.postprocess(r) for r in level_out.recons]
-            errs = np.array([float(((x_bd - r) ** 2).sum()) for r in recons])
-            coss = np.array(
-                [
-                    float(torch.nn.functional.cosine_similarity(x_bd, r, dim=-1).sum())
-                    for r in recons
-                ]
-            )
-            level_sq_err = errs if level_sq_err is None else level_sq_err + errs
-            level_cos_sum = coss if level_cos_sum is None else level_cos_sum + coss
-        assert level_sq_err is not None and level_cos_sum is not None, "empty corpus"
+            metrics = self.level_metrics(x_bd)
+            level_sq_err = level_sq_err + metrics.sq_err_vb.sum(1)
+            level_cos_sum = level_cos_sum + metrics.cosine_vb.sum(1)
         levels = list(self.sae.cfg.levels)
         level_fvu = level_sq_err / max(total_var, 1e-12)
         level_cos = level_cos_sum / n
@@ -760,7 +757,11 @@ class Explorer:
         """Write one input's analysis (top latents, diagnostics) as JSON or CSV into ``dpath``."""
         result = self.inspect(query, n_top=32, n_thumbs=0)
         summary = {"input": query.description, "kind": query.kind, **result.diagnostics}
-        return self._export("inspect", summary, {"top_latents": result.table}, dpath, fmt)
+        # Named by the input, so different inputs exported into one folder never overwrite
+        # each other (and exporting the same input again reuses its file).
+        digest = hashlib.sha256(np.ascontiguousarray(query.x_d, np.float32).tobytes())
+        stem = f"inspect-{digest.hexdigest()[:10]}"
+        return self._export(stem, summary, {"top_latents": result.table}, dpath, fmt)
 
     def _export(
         self, stem: str, summary: dict, tables: dict[str, pd.DataFrame], dpath: str | Path, fmt: str

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from _explorer_helpers import free_port, huge_png_header, small_explorer
+from _explorer_helpers import huge_png_header, launched_app, small_explorer
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -33,12 +33,8 @@ def explorer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def url(explorer):
-    demo = app.build_demo(explorer)
-    demo.queue(default_concurrency_limit=app.DEFAULT_CONCURRENCY)
-    port = free_port()
-    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, css=app.CSS)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with launched_app(explorer) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +159,8 @@ def test_steer_start_decode_and_sweep(client):
     assert all(0 <= s["value"] <= s["maximum"] for s in visible)
     values = [s["value"] for s in visible]
     unchanged = client.predict(LABELS, *values, api_name="/steer")
-    assert "1.0000" in unchanged[0]  # same values -> same embedding
+    assert "1.0000" in unchanged[0]  # untouched sliders are no edits: same embedding
+    assert unchanged[2]["data"] == []  # and no edited latents
     values[0] = 0.0
     cosine, zero_shot, changes, before, after, before_df, _ = client.predict(
         LABELS, *values, api_name="/steer"
@@ -204,6 +201,7 @@ def test_exports_are_files_stamped_with_hashes(url, explorer):
     client = Client(url, verbose=False)  # a new session: nothing inspected yet
     fpath = Path(client.predict(5, "json", api_name="/export_latent"))
     payload = json.loads(fpath.read_text())
+    assert payload["summary"]["latent"] == 5
     assert payload["stamp"]["sae_hash"] == explorer.sae.content_hash
     assert payload["stamp"]["corpus_hash"] == explorer.corpus.manifest_hash
     with pytest.raises(AppError, match="inspect an image"):
@@ -211,6 +209,26 @@ def test_exports_are_files_stamped_with_hashes(url, explorer):
     client.predict("a red circle", api_name="/inspect_text")
     csv_text = Path(client.predict("csv", api_name="/export_inspect")).read_text()
     assert csv_text.startswith("# clip:") and "top_latents" in csv_text
+
+
+def test_exports_share_one_folder_and_different_inputs_keep_their_files(explorer):
+    folder = app.export_dpath()
+    assert app.export_dpath() == folder  # created once per process
+    a = explorer.export_inspect(explorer.text_query("a red circle"), folder, "json")
+    b = explorer.export_inspect(explorer.text_query("a blue square"), folder, "json")
+    assert a.parent == b.parent == Path(folder) and a != b
+    assert "red circle" in json.loads(a.read_text())["summary"]["input"]
+    again = explorer.export_inspect(explorer.text_query("a red circle"), folder, "json")
+    assert again == a  # the same input reuses its file
+
+
+def test_only_moved_sliders_become_edits():
+    initial = [[4, 0.25], [9, 1.5], [2, 0.0]]
+    assert app.moved_slider_edits(initial, [0.25, 1.5, 0.0]) == []
+    assert app.moved_slider_edits(initial, [0.2503, 1.5, 0.0]) == []  # under half a step
+    assert app.moved_slider_edits(initial, [0.25, 0.0, 0.7]) == [(9, "set", 0.0), (2, "set", 0.7)]
+    nan_edit = app.moved_slider_edits(initial, [float("nan"), 1.5, 0.0])
+    assert len(nan_edit) == 1 and nan_edit[0].latent_id == 4  # refused later by check_edit
 
 
 def test_cli_flags_override_environment(monkeypatch):

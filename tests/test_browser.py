@@ -1,32 +1,19 @@
-"""The app in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright): load the
-page, upload an image, see the top-latents table filled, open a latent from it, follow a deep
-link. Screenshots go to ``test-artifacts/``."""
+"""The app in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright), all four
+tabs: upload an image and see the top-latents table filled, open a latent from the table and from
+a thumbnail, steer from a text and read the cosine, read the overview, follow deep links.
+Screenshots go to ``test-artifacts/``."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from _explorer_helpers import builtin_world_trained, free_port, small_explorer
+from _explorer_helpers import CHROMIUM, chromium_page, launched_app, small_explorer
 
-import app
 from sae_explorer.worlds import shapes
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 60_000
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,35 +26,23 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    demo = app.build_demo(small_explorer(tmp_path_factory.mktemp("cache")))
-    demo.queue(default_concurrency_limit=app.DEFAULT_CONCURRENCY)
-    port = free_port()
-    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, css=app.CSS)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with launched_app(small_explorer(tmp_path_factory.mktemp("cache"))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1400, "height": 1000},
-        )
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
+def page():
+    pytest.importorskip("playwright.sync_api")
+    with chromium_page() as page:
         yield page
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot(page, name: str, full_page: bool = False) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=full_page)
 
 
 def test_upload_inspect_and_open_a_latent(url, page, tmp_path):
-    ARTIFACTS.mkdir(exist_ok=True)
     image_fpath = tmp_path / "shape.png"
     shapes.make_item(2, seed=5).image.resize((256, 256)).save(image_fpath)
 
@@ -82,7 +57,7 @@ def test_upload_inspect_and_open_a_latent(url, page, tmp_path):
     first_latent_cell.wait_for()
     latent_id = int(re.sub(r"\D", "", first_latent_cell.inner_text()))
     assert table.locator("[role=gridcell][data-col='0']").count() >= 5
-    page.screenshot(path=str(ARTIFACTS / "browser-inspect.png"))
+    screenshot(page, "inspect")
 
     first_latent_cell.click()
     summary = page.locator("#latent-summary")
@@ -93,15 +68,61 @@ def test_upload_inspect_and_open_a_latent(url, page, tmp_path):
     page.wait_for_function(
         "img => img.complete && img.naturalWidth > 0", arg=first_image.element_handle()
     )
-    page.screenshot(path=str(ARTIFACTS / "browser-latent.png"))
+    screenshot(page, "latent")
 
     # back to Inspect: clicking a thumbnail opens its latent
     page.get_by_role("tab", name="Inspect").click()
     thumb = page.locator("#inspect-thumbs figure[data-latent]").first
-    if builtin_world_trained() or thumb.count():
-        thumb_latent = thumb.get_attribute("data-latent")
-        thumb.click()
-        summary.locator(f"text=Latent {thumb_latent}").wait_for()
+    thumb_latent = thumb.get_attribute("data-latent")
+    thumb.click()
+    summary.locator(f"text=Latent {thumb_latent}").wait_for()
+
+
+def test_steer_from_a_text_and_decode(url, page):
+    page.goto(url)
+    page.get_by_role("tab", name="Steer").click()
+    page.locator("#steer-text textarea").fill("a red circle")
+    page.locator("#steer-text-start").click()
+    page.locator("#steer-desc", has_text="a red circle").wait_for()
+    page.locator("#steer-decode").click()
+    cosine = page.locator("#steer-cosine", has_text="Cosine")
+    cosine.wait_for()
+    # untouched sliders are no edits: the decoded embedding is the original one
+    assert "1.0000" in cosine.inner_text()
+    assert page.locator("#steer-changes [role=gridcell]").count() == 0
+    page.locator("#steer-after img").first.wait_for()
+    screenshot(page, "steer", full_page=True)
+
+
+def test_overview_shows_corpus_quality(url, page):
+    page.goto(url)
+    page.get_by_role("tab", name="Overview").click()
+    stats = page.locator("#overview-stats")
+    stats.wait_for()
+    text = stats.inner_text()
+    assert re.search(r"L0 \d", text) and re.search(r"FVU \d", text), text
+    page.locator("#overview-frequency .js-plotly-plot").wait_for()
+    screenshot(page, "overview")
+
+
+def test_a_sorted_table_opens_the_clicked_row(url, page):
+    page.goto(url + "?text=a%20blue%20square")
+    table = page.locator("#inspect-table")
+    table.get_by_test_id("cell-0-0").wait_for()
+    latents = table.locator("[role=gridcell][data-col='0']")
+    before = [c.inner_text() for c in latents.all()]
+    activation = table.locator("th").nth(2)
+    activation.hover()
+    activation.get_by_role("button", name="Open cell menu").click()
+    page.get_by_role("menuitem", name="Sort ascending").click()
+    page.wait_for_function(
+        "([sel, first]) => document.querySelector(sel).innerText.trim() !== first",
+        arg=["#inspect-table [role=gridcell][data-col='0']", before[0]],
+    )
+    shown_first = latents.first.inner_text().strip()
+    assert shown_first == before[-1]  # ascending: the weakest latent is now on top
+    latents.first.click()
+    page.locator("#latent-summary", has_text=f"Latent {shown_first}:").wait_for()
 
 
 def test_deep_link_opens_the_latent_tab(url, page):

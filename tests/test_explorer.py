@@ -4,12 +4,13 @@ corpus. Numbers are checked against direct SAE / index computations, not just sh
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _explorer_helpers import builtin_world_trained, small_explorer
+from _explorer_helpers import builtin_world_trained, explorer_over, small_explorer
 from PIL import Image
 
 from sae_explorer import steering
@@ -48,7 +49,7 @@ def test_item_query_uses_the_indexed_embedding(explorer, image_item):
 
 
 def test_image_query_matches_encoding_the_corpus_image(explorer, image_item):
-    image = explorer.corpus.load_image(image_item)
+    image = explorer.index.load_image(image_item)
     q = explorer.image_query(image)
     x_ref = explorer.encoder.encode_images([image])[0].numpy()
     np.testing.assert_allclose(q.x_d, x_ref, rtol=1e-5, atol=1e-5)
@@ -120,6 +121,30 @@ def test_inspect_thumbnails_are_top_corpus_images_of_the_top_latents(explorer, i
     for latent, items in by_latent.items():
         expected = images[np.argsort(-z_nl[:, latent], kind="stable")[: len(items)]]
         assert items == expected.tolist()
+
+
+def test_thumbnails_follow_index_rows_past_an_unreadable_file(tmp_path):
+    """Index rows skip unreadable corpus files: a thumbnail must show its row's image, not the
+    corpus position's (which is one off after the corrupt file)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a-corrupt.png").write_bytes(b"not an image at all")
+    colours = {
+        "b-red.png": (220, 20, 20),
+        "c-green.png": (20, 200, 40),
+        "d-blue.png": (30, 40, 210),
+    }
+    for name, rgb in colours.items():
+        Image.new("RGB", (48, 48), rgb).save(folder / name)
+    explorer = explorer_over(str(folder), tmp_path / "cache")
+    sources = [Path(src).name for src in explorer.items["source"]]
+    assert sources == list(colours)  # the corrupt file has no index row
+    for row, name in enumerate(sources):
+        thumb = explorer.thumbnail(row)
+        assert thumb.getpixel((thumb.width // 2, thumb.height // 2)) == colours[name]
+        webp = Image.open(explorer.thumbnail_fpath(row)).convert("RGB")
+        centre = webp.getpixel((webp.width // 2, webp.height // 2))
+        assert np.abs(np.subtract(centre, colours[name])).max() <= 8  # lossy WebP
 
 
 def full_latents_of_items(explorer: Explorer, items: np.ndarray) -> np.ndarray:
@@ -261,6 +286,15 @@ def test_overview_matches_direct_computation(explorer):
     assert o.stats["n_items"] == len(explorer.corpus)
     assert o.stats["dead_latents"] == int((explorer.index.frequency == 0).sum())
     assert len(o.stats["level_fvu"]) == len(explorer.sae.cfg.levels)
+    sae = explorer.sae  # per level: decode that level's TopK codes (not level_forward's path)
+    xm = sae.preprocess(x)
+    stats = sae.normalization_stats(xm)
+    recons = [sae.decode(c, stats) for c in sae.level_codes(sae.pre_activations_model(xm, stats))]
+    total = float(((x - x.mean(0)) ** 2).sum())
+    level_fvu = [float(((x - r) ** 2).sum()) / total for r in recons]
+    level_cos = [float(torch.cosine_similarity(x, r, dim=-1).mean()) for r in recons]
+    np.testing.assert_allclose(o.stats["level_fvu"], level_fvu, rtol=1e-3)
+    np.testing.assert_allclose(o.stats["level_cosine"], level_cos, rtol=1e-3)
     assert set(o.models["what"]) == {"CLIP", "SAE", "corpus", "index"}
 
 

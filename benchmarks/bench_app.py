@@ -34,7 +34,6 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from _explorer_helpers import free_port, small_explorer  # noqa: E402
 
 import app  # noqa: E402
-from sae_explorer.steering import Edit  # noqa: E402
 from sae_explorer.worlds import shapes  # noqa: E402
 
 LABELS = "red, blue, green, yellow, circle, square"
@@ -135,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         slider_latents = [
             int(v) for v in explorer.top_latents(steer_query, app.N_SLIDERS)["latent"]
         ]
-        edits = [Edit(i, "set", v) for i, v in zip(slider_latents, values)]
+        initial = [[i, s["value"]] for i, s in zip(slider_latents, start[1:])]
+        edits = app.moved_slider_edits(initial, values)  # what the app decodes: the moved slider
+        assert len(edits) == 1, edits
 
         Call = Callable[[], object]
         actions: dict[str, tuple[Call, Call, Call]] = {

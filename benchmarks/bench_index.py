@@ -146,7 +146,7 @@ def run_index(args) -> dict:
     out = Path(args.workdir) / "index"
     shutil.rmtree(out, ignore_errors=True)
     cfg = PrecomputeConfig(
-        top_m=args.top_m, chunk_size=args.chunk, sae_batch_size=args.batch, names=False
+        top_m=args.top_m, chunk_size=args.chunk, sae_batch_size=args.index_batch, names=False
     )
     t0, cpu0 = time.perf_counter(), cpu_s()
     index = index_embeddings(sae, x, out, cfg)
@@ -186,9 +186,10 @@ def run_sae_stage(args) -> dict:
     w_dl = sae.encoder.detach().clone()
     acc = LatentAccumulator(args.n_latents, args.top_m, 64)
     t_matmul, t_encode, t_index = [], [], []
+    batch = args.index_batch
     with torch.inference_mode():
-        for s in range(0, n - args.batch + 1, args.batch):
-            x_bd = x_nd[s : s + args.batch]
+        for s in range(0, n - batch + 1, batch):
+            x_bd = x_nd[s : s + batch]
             t0 = time.perf_counter()
             torch.matmul(x_bd, w_dl)
             t1 = time.perf_counter()
@@ -207,11 +208,11 @@ def run_sae_stage(args) -> dict:
         for k, v in (("matmul", t_matmul), ("encode", t_encode), ("index", t_index))
     }
     return {
-        "batch": args.batch,
+        "batch": batch,
         "n_batches": len(t_matmul),
-        "matmul_items_per_s": args.batch / med["matmul"],
-        "sae_encode_items_per_s": args.batch / med["encode"],
-        "sae_stage_items_per_s": args.batch / (med["encode"] + med["index"]),
+        "matmul_items_per_s": batch / med["matmul"],
+        "sae_encode_items_per_s": batch / med["encode"],
+        "sae_stage_items_per_s": batch / (med["encode"] + med["index"]),
     }
 
 
@@ -251,6 +252,7 @@ def write_fake_index(dpath: Path, n_items: int, n_latents: int, d: int, top_m: i
     """A well-formed index with random contents (lookup cost does not depend on the values)."""
     import pandas as pd
 
+    from sae_explorer.atomic import atomic_write_json
     from sae_explorer.index import (
         CODES_NAMES,
         EMBEDDINGS_NAME,
@@ -259,7 +261,6 @@ def write_fake_index(dpath: Path, n_items: int, n_latents: int, d: int, top_m: i
         MANIFEST_NAME,
         SCHEMA,
         ArrayWriter,
-        atomic_write_json,
         index_files,
         write_latent_arrays,
     )
@@ -346,6 +347,7 @@ def spawn(args, role: str, **extra) -> dict:
         "density",
         "top_m",
         "batch",
+        "index_batch",
         "chunk",
         "threads",
         "stage_items",
@@ -376,7 +378,10 @@ def main() -> None:
         "--density", type=float, default=0.2, help="fraction of non-zero full activations"
     )
     p.add_argument("--top-m", type=int, default=32)
-    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=1024, help="dense baseline's encode batch")
+    p.add_argument(
+        "--index-batch", type=int, default=512, help="our SAE batch (PrecomputeConfig default)"
+    )
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--threads", type=int, default=max(1, min(os.cpu_count() or 1, 2)))
     p.add_argument("--stage-items", type=int, default=32768)
@@ -430,13 +435,14 @@ def main() -> None:
         )
         print(
             f"  peak RSS     index {ours['peak_rss_mb']:.0f} MB   dense {dense['peak_rss_mb']:.0f} MB"
-            f"   -> {dense['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x less (target >= 10x)"
+            f"   -> {dense['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x less in total (target >= 10x)"
         )
         d_extra = dense["peak_rss_mb"] - dense["base_rss_mb"]
         o_extra = ours["peak_rss_mb"] - ours["base_rss_mb"]
         print(
             f"               above the {ours['base_rss_mb']:.0f} MB held after imports (torch, SAE): "
-            f"index {o_extra:.0f} MB, dense {d_extra:.0f} MB -> {d_extra / o_extra:.1f}x less"
+            f"index {o_extra:.0f} MB, dense {d_extra:.0f} MB -> {d_extra / o_extra:.1f}x less "
+            "(target >= 10x; the common import baseline is the same on both sides)"
         )
         print(
             f"  disk         index {ours['disk_bytes'] / 1e6:.0f} MB (+{ours['embeddings_bytes'] / 1e6:.0f} MB fp16 "

@@ -120,48 +120,65 @@ class ActiveEntries(NamedTuple):
 
     n_latents: int
     n_items: int
+    count_b: np.ndarray  # int64 [b], positive entries per item
     item: np.ndarray  # int64 [nnz], position in the batch, non-decreasing
     latent: np.ndarray  # int64 [nnz]
     value: np.ndarray  # float32 [nnz], > 0
-    bin: np.ndarray  # int64 [nnz], histogram bin of each value
-    max_l: np.ndarray  # float32 [n_latents], the batch's largest value per latent
+    bin: np.ndarray  # int32 [nnz], histogram bin of each value
 
 
 def active_entries(z_bl: torch.Tensor | np.ndarray) -> ActiveEntries:
     """List the positive entries of full activations ``z_bl`` [b, n_latents].
 
     Every per-batch statistic works on this list (a fifth of the matrix for a ReLU SAE at
-    MSAE's ~80% sparsity), so the dense matrix is read only here.
+    MSAE's ~80% sparsity), so the dense matrix is read only here: one comparison, one scan.
     """
     if isinstance(z_bl, torch.Tensor):
-        z_bl = z_bl.detach().cpu()
+        z_bl = z_bl.detach().cpu().numpy()
     z_bl = np.ascontiguousarray(z_bl, dtype=np.float32)
     b, n = z_bl.shape
-    flat = np.flatnonzero(z_bl > 0)
-    item, latent = np.divmod(flat, n)
+    pos_bl = z_bl > 0
+    count_b = np.count_nonzero(pos_bl, axis=1).astype(np.int64)
+    flat = np.flatnonzero(pos_bl)
+    del pos_bl
     value = z_bl.reshape(-1)[flat]
-    bins = (value.view(np.int32) >> HIST_SHIFT).astype(np.int64) - HIST_CODE_LO
+    # Row-major order: the item of each entry is a run-length expansion, no division needed.
+    flat -= np.repeat(np.arange(0, b * n, n, dtype=np.int64), count_b)
+    item = np.repeat(np.arange(b, dtype=np.int64), count_b)
+    bins = value.view(np.int32) >> HIST_SHIFT
+    bins -= HIST_CODE_LO
     np.clip(bins, 0, HIST_N_BINS - 1, out=bins)
-    max_l = z_bl.max(0) if b else np.zeros(n, dtype=np.float32)
-    return ActiveEntries(n, b, item, latent, value, bins, max_l)
+    return ActiveEntries(n, b, count_b, item, flat, value, bins)
+
+
+def _bits_for(n: int) -> int:
+    return max(int(n - 1).bit_length(), 1)
 
 
 def top_codes(entries: ActiveEntries, k: int) -> SparseCodes:
     """Each item's ``k`` largest entries, largest first (same result as :func:`sparse_topk`).
 
     A per-item histogram over the value bins gives the bin holding each item's k-th largest
-    value; only entries from that bin up are sorted.
+    value; only entries from that bin up are sorted, with one plain sort of packed integer keys
+    (item, then value descending, then latent: positive float32 bit patterns order like the
+    values).
     """
-    b, n_bins = entries.n_items, HIST_N_BINS
+    b, n, n_bins = entries.n_items, entries.n_latents, HIST_N_BINS
     hist_bh = np.bincount(entries.item * n_bins + entries.bin, minlength=b * n_bins)
     above_bh = np.cumsum(hist_bh.reshape(b, n_bins)[:, ::-1], axis=1)[:, ::-1]
     threshold_b = np.maximum((above_bh >= k).sum(1) - 1, 0)  # highest bin with >= k above
-    cand = entries.bin >= threshold_b[entries.item]
+    cand = np.flatnonzero(entries.bin >= threshold_b[entries.item])
     item, value, latent = entries.item[cand], entries.value[cand], entries.latent[cand]
-    # One integer sort key: item in the high bits, value descending in the low 31 bits
-    # (positive float32 bit patterns order like the values).
-    order = np.argsort((item << 31) | (0x7FFFFFFF - value.view(np.int32)).astype(np.int64))
-    item, value, latent = item[order], value[order], latent[order]
+    neg_bits = 0x7FFFFFFF - value.view(np.int32).astype(np.int64)
+    l_bits = _bits_for(n)
+    if _bits_for(b) + 31 + l_bits <= 63:
+        key = np.sort((item << (31 + l_bits)) | (neg_bits << l_bits) | latent)
+        item = key >> (31 + l_bits)
+        value = (0x7FFFFFFF - ((key >> l_bits) & 0x7FFFFFFF)).astype(np.int32).view(np.float32)
+        latent = key & ((1 << l_bits) - 1)
+    else:  # too many items or latents to pack: sort an index instead
+        order = np.lexsort((latent, neg_bits, item))
+        item, value, latent = item[order], value[order], latent[order]
     counts_b = np.bincount(item, minlength=b)
     rank = np.arange(len(item)) - np.repeat(np.cumsum(counts_b) - counts_b, counts_b)
     keep = rank < k
@@ -194,13 +211,14 @@ class LatentAccumulator:
 
     State is ``O(n_latents * (top_m + n_samples + n_bins))`` whatever the corpus size. Only
     positive activations count as "active". Each batch is reduced to its list of active
-    (latent, item) entries once; every statistic and both merges then work on that list, and
-    only entries that beat a latent's current threshold reach a merge.
+    (latent, item) entries once; the histogram and the sums read every entry, the count and
+    the maximum follow from the histogram and the top-M, and only entries that beat a latent's
+    current threshold reach a merge.
     """
 
     STATE_FIELDS = (
-        "count_l", "count_image_l", "sum_l", "max_l", "top_val_lm", "top_idx_lm",
-        "sample_key_ls", "sample_idx_ls", "sample_val_ls", "hist_lh", "level_count_ln",
+        "count_image_l", "sum_l", "top_val_lm", "top_idx_lm",
+        "sample_key_ls", "sample_idx_ls", "sample_val_ls", "hist_hl", "level_count_ln",
     )  # fmt: skip
 
     def __init__(
@@ -212,22 +230,25 @@ class LatentAccumulator:
         self.n_latents, self.top_m, self.n_samples = n, top_m, n_samples
         self.n_levels, self.seed = n_levels, seed
         self.n_items = 0
-        self.count_l = np.zeros(n, dtype=np.int64)
         self.count_image_l = np.zeros(n, dtype=np.int64)
         self.sum_l = np.zeros(n, dtype=np.float64)
-        self.max_l = np.zeros(n, dtype=np.float32)
         self.top_val_lm = np.full((n, top_m), -np.inf, dtype=np.float32)
         self.top_idx_lm = np.full((n, top_m), -1, dtype=np.int64)
         self.sample_key_ls = np.full((n, n_samples), NO_KEY, dtype=np.int64)
         self.sample_idx_ls = np.full((n, n_samples), -1, dtype=np.int64)
         self.sample_val_ls = np.zeros((n, n_samples), dtype=np.float32)
-        self.hist_lh = np.zeros((n, HIST_N_BINS), dtype=np.int64)
+        self.hist_hl = np.zeros((HIST_N_BINS, n), dtype=np.int64)  # bin-major: cheaper scatter
         self.level_count_ln = np.zeros((n, max(n_levels, 1)), dtype=np.int64)
         self.merge_every = max(1 << 18, 16 * n)
         """Merge buffered candidates once this many have piled up."""
         self._pending_top: list[tuple[np.ndarray, ...]] = []
         self._pending_sample: list[tuple[np.ndarray, ...]] = []
         self._n_pending = 0
+
+    @property
+    def count_l(self) -> np.ndarray:
+        """int64 [n_latents]: positive entries seen (every one lands in a histogram bin)."""
+        return self.hist_hl.sum(0)
 
     def _merge_pending(self) -> None:
         if self._pending_top:
@@ -260,25 +281,33 @@ class LatentAccumulator:
         assert n == self.n_latents and item_idx_b.shape == (b,) and is_image_b.shape == (b,)
         row, col, val = entries.latent, entries.item, entries.value
         self.n_items += b
-        count_l = np.bincount(row, minlength=n)
-        self.count_l += count_l
         if is_image_b.all():
-            self.count_image_l += count_l
+            self.count_image_l += np.bincount(row, minlength=n)
         elif is_image_b.any():
             self.count_image_l += np.bincount(row[is_image_b[col]], minlength=n)
         self.sum_l += np.bincount(row, weights=val, minlength=n)
-        np.maximum(self.max_l, entries.max_l, out=self.max_l)
-        flat = row * HIST_N_BINS + entries.bin
-        self.hist_lh += np.bincount(flat, minlength=n * HIST_N_BINS).reshape(n, HIST_N_BINS)
+        flat = entries.bin * np.int64(n) + row
+        self.hist_hl += np.bincount(flat, minlength=HIST_N_BINS * n).reshape(HIST_N_BINS, n)
+        del flat
 
         # Candidates: entries that beat the latent's current M-th best value (top-M) or whose
         # item key is below its current n-th smallest (sample). Thresholds only rise between
         # merges, so buffering candidates and merging every few batches loses nothing.
-        sel = val > self.top_val_lm[:, -1].copy()[row]
+        # While thresholds are still low (the first batches), most entries qualify; each
+        # latent's candidates are then first cut to about its best M in this batch.
+        sel = np.flatnonzero(val > self.top_val_lm[:, -1].copy()[row])
+        if len(sel) > 2 * self.top_m * n:
+            sel = sel[_batch_cut(row[sel], entries.bin[sel], n, HIST_N_BINS, self.top_m)]
         self._pending_top.append((row[sel], val[sel], item_idx_b[col[sel]]))
-        key = item_keys(item_idx_b, self.seed)[col]
-        sel = key < self.sample_key_ls[:, -1].copy()[row]
-        self._pending_sample.append((row[sel], key[sel], item_idx_b[col[sel]], val[sel]))
+        key_b = item_keys(item_idx_b, self.seed)
+        sel = np.flatnonzero(key_b[col] < self.sample_key_ls[:, -1].copy()[row])
+        if len(sel) > 2 * self.n_samples * n:
+            rank_b = np.empty(b, dtype=np.int64)
+            rank_b[np.argsort(key_b)] = np.arange(b)
+            code_b = (_CUT_BINS - 1) - rank_b * _CUT_BINS // b  # smaller key, higher code
+            sel = sel[_batch_cut(row[sel], code_b[col[sel]], n, _CUT_BINS, self.n_samples)]
+        col_s = col[sel]
+        self._pending_sample.append((row[sel], key_b[col_s], item_idx_b[col_s], val[sel]))
         self._n_pending += sum(len(p[0]) for p in (self._pending_top[-1], self._pending_sample[-1]))
         if self._n_pending >= self.merge_every:
             self._merge_pending()
@@ -291,9 +320,13 @@ class LatentAccumulator:
             self.level_count_ln += counts.reshape(n, self.n_levels)
 
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to continue later (saved after each chunk)."""
+        """Everything needed to continue later (saved after each chunk, so kept small: counts
+        and item indices as int32, sample keys recomputed from the sampled items)."""
         self._merge_pending()
-        out = {name: getattr(self, name) for name in self.STATE_FIELDS}
+        assert self.n_items < 2**31, "int32 state needs fewer than 2^31 items"
+        out = {name: getattr(self, name) for name in self.STATE_FIELDS if name != "sample_key_ls"}
+        for name in ("top_idx_lm", "sample_idx_ls", "hist_hl"):
+            out[name] = out[name].astype(np.int32)
         out["scalars"] = np.array(
             [self.n_latents, self.top_m, self.n_samples, self.n_levels, self.seed, self.n_items],
             dtype=np.int64,
@@ -305,10 +338,16 @@ class LatentAccumulator:
         n_latents, top_m, n_samples, n_levels, seed, n_items = (int(v) for v in state["scalars"])
         acc = cls(n_latents, top_m, n_samples, n_levels, seed)
         for name in cls.STATE_FIELDS:
+            if name == "sample_key_ls":
+                continue
             value = np.array(state[name])
             expected = getattr(acc, name)
-            assert value.shape == expected.shape and value.dtype == expected.dtype, name
-            setattr(acc, name, value)
+            assert value.shape == expected.shape, name
+            assert value.dtype == expected.dtype or value.dtype == np.int32, name
+            setattr(acc, name, value.astype(expected.dtype))
+        sampled = acc.sample_idx_ls >= 0
+        keys = item_keys(np.where(sampled, acc.sample_idx_ls, 0), seed)
+        acc.sample_key_ls = np.where(sampled, keys, NO_KEY)
         acc.n_items = n_items
         return acc
 
@@ -326,16 +365,16 @@ class LatentAccumulator:
         sample_val = np.take_along_axis(sample_val, order, 1)
         sample_val = np.where(sample_idx >= 0, sample_val, 0).astype(np.float32)
         return {
-            "latent_count": self.count_l.copy(),
+            "latent_count": self.count_l,
             "latent_count_image": self.count_image_l.copy(),
             "latent_sum": self.sum_l.copy(),
-            "latent_max": self.max_l.copy(),
+            "latent_max": top_val[:, 0].copy(),  # the largest positive value; 0 if never active
             "latent_level": median_levels(self.level_count_ln, self.n_levels),
             "latent_top_idx": top_idx,
             "latent_top_val": top_val,
             "latent_sample_idx": sample_idx,
             "latent_sample_val": sample_val,
-            "latent_hist": self.hist_lh.astype(np.int32),
+            "latent_hist": np.ascontiguousarray(self.hist_hl.T, dtype=np.int32),
         }
 
 
@@ -345,6 +384,18 @@ def _np(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+def _batch_cut(row: np.ndarray, code: np.ndarray, n_rows: int, n_codes: int, keep: int):
+    """Mask of the candidates that can be among their row's ``keep`` best, judged by an
+    integer ``code`` in ``[0, n_codes)`` that orders like the priority (higher is better):
+    per row, drop codes below the highest code that has at least ``keep`` candidates at or
+    above it. Ties inside the cut code are kept, so nothing that could win is lost."""
+    counts_rc = np.bincount(row * n_codes + code, minlength=n_rows * n_codes)
+    above_rc = np.cumsum(counts_rc.reshape(n_rows, n_codes)[:, ::-1], axis=1)[:, ::-1]
+    threshold_r = np.maximum((above_rc >= keep).sum(1) - 1, 0)
+    return code >= threshold_r[row]
+
+
+_CUT_BINS = 256
 NO_KEY = np.iinfo(np.int64).max
 _WORST = np.iinfo(np.int64).min
 

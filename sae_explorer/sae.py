@@ -391,11 +391,19 @@ class SAE(nn.Module):
 
     def pre_activations_model(self, xm_bd: Tensor, stats: NormStats | None = None) -> Tensor:
         """``(x - pre_bias) @ encoder + latent_bias`` on a (normalised) model-space batch."""
-        return (self._normalize(xm_bd, stats) - self.pre_bias) @ self.encoder + self.latent_bias
+        xc_bd = self._normalize(xm_bd, stats) - self.pre_bias
+        if xc_bd.ndim == 2:  # bias folded into the matmul: one pass over the [b, n_latents] output
+            return torch.addmm(self.latent_bias, xc_bd, self.encoder)
+        return xc_bd @ self.encoder + self.latent_bias
 
-    def full_latents(self, pre_bl: Tensor) -> Tensor:
-        """Activation without TopK selection (MSAE ``forward_eval``), not yet capped."""
+    def full_latents(self, pre_bl: Tensor, inplace: bool = False) -> Tensor:
+        """Activation without TopK selection (MSAE ``forward_eval``), not yet capped.
+        ``inplace`` overwrites ``pre_bl`` (for callers that do not need it afterwards)."""
         spec = ACTIVATIONS[self.cfg.activation]
+        if inplace and not pre_bl.requires_grad:
+            if spec.use_abs:
+                pre_bl.abs_()
+            return pre_bl.relu_() if spec.relu else pre_bl
         z_bl = pre_bl.abs() if spec.use_abs else pre_bl
         return torch.relu(z_bl) if spec.relu else z_bl
 
@@ -494,7 +502,8 @@ class SAE(nn.Module):
         ``topk`` only the k largest are kept (None, or <= 0 like the reference's -1: keep all)."""
         self._check_inputs(x_bd)
         xm_bd = self.preprocess(x_bd)
-        z_bl = self.full_latents(self.pre_activations_model(xm_bd, self.normalization_stats(xm_bd)))
+        pre_bl = self.pre_activations_model(xm_bd, self.normalization_stats(xm_bd))
+        z_bl = self.full_latents(pre_bl, inplace=True)  # pre_bl is not used again
         if topk is not None and 0 < topk < self.n_latents:
             z_bl = keep_topk(z_bl, topk)
         return self.cap(z_bl)

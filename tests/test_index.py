@@ -126,6 +126,16 @@ def test_top_codes_equal_dense_topk(k):
     assert fast.counts_b.max() == min(k, int((z > 0).sum(1).max()))
 
 
+def test_top_codes_without_packed_keys_agree():
+    """Too many latents to pack (item, value, latent) into one int64: the lexsort path."""
+    z = sparse_latents(90, 50, seed=4, density=0.7)
+    entries = active_entries(z)
+    packed, unpacked = top_codes(entries, 9), top_codes(entries._replace(n_latents=2**40), 9)
+    for a, b in zip(packed, unpacked):
+        assert np.array_equal(a, b)
+    assert np.array_equal(packed.ids, sparse_topk(z, 9).ids)
+
+
 def test_median_levels():
     counts = np.array([[0, 0, 0], [5, 0, 0], [1, 1, 1], [1, 0, 4], [2, 2, 0]])
     assert median_levels(counts, 3).tolist() == [-1, 0, 1, 2, 0]

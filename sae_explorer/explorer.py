@@ -399,7 +399,7 @@ class Explorer:
             xm_bd = sae.preprocess(x_bd.float())
             # The SAE's own per-sample normalisation; only this latent's encoder column is used
             # (a full pre_activations_model would cost n_latents times more).
-            xm_bd = sae._normalize(xm_bd, sae.normalization_stats(xm_bd))
+            xm_bd = sae.normalize_model(xm_bd, sae.normalization_stats(xm_bd))
             pre_b1 = ((xm_bd - sae.pre_bias) @ w_d + sae.latent_bias[latent_id])[:, None]
             out.append(sae.cap(sae.full_latents(pre_b1))[:, 0].numpy())
         return np.concatenate(out).astype(np.float32)

@@ -145,7 +145,7 @@ def precompute(
     """
     _check_inputs(encoder, sae, corpus)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dpath()
-    key = cache_key(encoder.model_id, sae.content_hash, corpus.manifest_hash, cfg)
+    key = cache_key(encoder.cache_id, sae.content_hash, corpus.manifest_hash, cfg)
     dpath = index_dpath(cache_root, key)
     report = progress or (lambda frac, msg: None)
     if (dpath / MANIFEST_NAME).exists():
@@ -206,8 +206,9 @@ def index_embeddings(
     if len(items) != len(x_nd):
         raise ValueError(f"{len(items)} items for {len(x_nd)} embeddings")
     dpath = Path(dpath)
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(x_nd[: min(len(x_nd), 4096)]).tobytes())
+    digest = hashlib.sha256()  # every row: a cache must never outlive a change to its input
+    for start in range(0, len(x_nd), 65_536):
+        digest.update(np.ascontiguousarray(x_nd[start : start + 65_536]).tobytes())
     key = cache_key(f"embeddings:{x_nd.shape}:{digest.hexdigest()}", sae.content_hash, "", cfg)
     if (dpath / MANIFEST_NAME).exists():
         try:
@@ -267,7 +268,7 @@ def _ensure_names(
     if existing is not None and existing.key == naming.vocabulary_hash(words):
         return
     t0 = time.perf_counter()
-    vocab_key = hashlib.sha256(f"{encoder.model_id}\n{naming.vocabulary_hash(words)}".encode())
+    vocab_key = hashlib.sha256(f"{encoder.cache_id}\n{naming.vocabulary_hash(words)}".encode())
     vocab_fpath = Path(cache_root) / "vocab" / f"{vocab_key.hexdigest()[:20]}.npy"
     embeddings_vd = None
     if vocab_fpath.is_file():
@@ -708,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.force:
             cache_root = Path(args.cache_dir) if args.cache_dir else default_cache_dpath()
-            key = cache_key(encoder.model_id, sae.content_hash, corpus.manifest_hash, cfg)
+            key = cache_key(encoder.cache_id, sae.content_hash, corpus.manifest_hash, cfg)
             shutil.rmtree(index_dpath(cache_root, key), ignore_errors=True)
         with tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True) as bar:
 

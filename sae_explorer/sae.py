@@ -384,14 +384,16 @@ class SAE(nn.Module):
         std_b1 = (xm_bd - mu_b1).std(dim=-1, keepdim=True)
         return NormStats(mu_b1, std_b1)
 
-    def _normalize(self, xm_bd: Tensor, stats: NormStats | None) -> Tensor:
+    def normalize_model(self, xm_bd: Tensor, stats: NormStats | None) -> Tensor:
+        """Per-sample normalisation (MSAE ``normalize_data``) of a model-space batch, given its
+        :meth:`normalization_stats`; the identity when the SAE does not normalise (stats None)."""
         if stats is None:
             return xm_bd
         return (xm_bd - stats.mu_b1) / (stats.std_b1 + NORM_EPS)
 
     def pre_activations_model(self, xm_bd: Tensor, stats: NormStats | None = None) -> Tensor:
         """``(x - pre_bias) @ encoder + latent_bias`` on a (normalised) model-space batch."""
-        xc_bd = self._normalize(xm_bd, stats) - self.pre_bias
+        xc_bd = self.normalize_model(xm_bd, stats) - self.pre_bias
         if xc_bd.ndim == 2:  # bias folded into the matmul: one pass over the [b, n_latents] output
             return torch.addmm(self.latent_bias, xc_bd, self.encoder)
         return xc_bd @ self.encoder + self.latent_bias

@@ -232,3 +232,15 @@ def test_damaged_index_is_refused(small_index, tmp_path):
     (copy / MANIFEST_NAME).write_text(json.dumps({"schema": 999}))
     with pytest.raises(ValueError, match="schema 999"):
         ActivationIndex.load(copy)
+
+
+def test_index_embeddings_rebuilds_when_any_row_changes(tmp_path):
+    """The cache key covers every row, not a prefix: editing the last row rebuilds the index."""
+    sae = build_sae(32, 48, seed=4)
+    x = np.random.default_rng(1).standard_normal((5000, 32)).astype(np.float32)
+    cfg = PrecomputeConfig(top_k=10, top_m=6, n_samples=20, chunk_size=1024, sae_batch_size=512)
+    first = index_embeddings(sae, x, tmp_path / "index", cfg)
+    np.testing.assert_allclose(np.asarray(first.embeddings[-1], np.float32), x[-1], atol=1e-2)
+    x[-1] *= -5.0
+    second = index_embeddings(sae, x, tmp_path / "index", cfg)
+    np.testing.assert_allclose(np.asarray(second.embeddings[-1], np.float32), x[-1], atol=5e-2)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from sae_explorer.images import to_rgb
+from sae_explorer.progress import Progress
 from sae_explorer.worlds import shapes
 
 BUILTIN_MODELS: dict[str, Path] = {"builtin:shapes": shapes.CHECKPOINT_DPATH / "clip"}
@@ -116,7 +117,7 @@ class ClipEncoder:
         images: Sequence[Image.Image | str | Path],
         batch_size: int = 64,
         normalize: bool = False,
-        progress: Callable[[float, str], None] | None = None,
+        progress: Progress | None = None,
     ) -> torch.Tensor:
         """PIL images or paths -> embeddings [n, d] (CPU fp32), encoded ``batch_size`` at a time."""
         _check_batch_size(batch_size)

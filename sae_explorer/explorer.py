@@ -16,7 +16,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,9 +31,8 @@ from sae_explorer import explorer_plots as plots
 from sae_explorer import steering
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
 from sae_explorer.images import check_image, check_text
+from sae_explorer.progress import Progress
 from sae_explorer.steering import Edit
-
-Progress = Callable[[float, str], None]
 
 THUMB_PX = 96
 DENSE_FREQUENCY = 0.1

@@ -19,7 +19,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sae_explorer import hub
-from sae_explorer.explorer import Explorer, Progress
+from sae_explorer.explorer import Explorer
+from sae_explorer.progress import Progress
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -740,6 +739,3 @@ class ActivationIndex:
         if not 0 <= i < self.n_latents:
             raise ValueError(f"latent_id must be in [0, {self.n_latents}), got {latent_id}")
         return i
-
-
-ProgressFn = Callable[[float, str], None]

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from sae_explorer.atomic import atomic_save_npz, atomic_write_json
+from sae_explorer.progress import Progress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -222,7 +223,7 @@ def name_latents(
     batch_size: int = 256,
     embeddings_vd: torch.Tensor | None = None,
     source: str = "",
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> LatentNames:
     """Score every latent against every word; keep the ``n_names`` best words per latent.
 
@@ -272,7 +273,7 @@ def embed_words(
     encoder: ClipEncoder,
     words: Sequence[str],
     batch_size: int = 256,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """Raw text embeddings [n_words, d] of the vocabulary (fp32, CPU)."""
     parts = []

@@ -56,6 +56,7 @@ from sae_explorer.index import (
     top_codes,
     write_latent_arrays,
 )
+from sae_explorer.progress import Progress
 
 if TYPE_CHECKING:
     from sae_explorer.encoder import ClipEncoder
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, str], None]
 PROGRESS_NAME = "progress.json"
 STATE_NAME = "state.npz"
 CHUNKS_DNAME = "chunks"
@@ -134,7 +134,7 @@ def precompute(
     corpus: Corpus,
     cache_root: str | Path | None = None,
     cfg: PrecomputeConfig = PrecomputeConfig(),
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     stop_after_chunks: int | None = None,
 ) -> ActivationIndex:
     """Build (or reuse, or resume) the activation index of ``corpus`` under ``cache_root``.
@@ -188,7 +188,7 @@ def index_embeddings(
     dpath: str | Path,
     cfg: PrecomputeConfig = PrecomputeConfig(),
     items: Sequence[CorpusItem] | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     stop_after_chunks: int | None = None,
 ) -> ActivationIndex:
     """Index precomputed CLIP embeddings ``x_nd`` [n, d] (e.g. MSAE's saved embeddings, or
@@ -251,7 +251,7 @@ def _check_inputs(encoder: ClipEncoder, sae: SAE, corpus: Corpus) -> None:
 
 
 def _ensure_names(
-    index, encoder, sae, corpus, cfg: PrecomputeConfig, report: ProgressFn, cache_root: Path
+    index, encoder, sae, corpus, cfg: PrecomputeConfig, report: Progress, cache_root: Path
 ) -> None:
     """Compute and store vocabulary names unless the index has them for this vocabulary.
 
@@ -391,7 +391,7 @@ class _Builder:
         cfg: PrecomputeConfig,
         dpath: Path,
         key: str,
-        report: ProgressFn,
+        report: Progress,
         meta: dict,
         timer: _Timer,
     ) -> None:

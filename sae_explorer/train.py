@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -32,12 +31,11 @@ import torch
 from torch import Tensor
 
 from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
+from sae_explorer.progress import Progress
 from sae_explorer.sae import ACTIVATIONS, SAE, WEIGHTINGS, SAEConfig, relative_importance
 
 ARCHITECTURES = ("matryoshka", "topk", "relu")
 CHUNK_ROWS = 65_536  # rows per chunk for statistics over (memory-mapped) data
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)

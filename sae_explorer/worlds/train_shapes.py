@@ -34,9 +34,8 @@ from safetensors.torch import save_file
 
 from sae_explorer.atomic import atomic_path, atomic_write_text
 from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
+from sae_explorer.progress import Progress
 from sae_explorer.worlds import quality, shapes
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)

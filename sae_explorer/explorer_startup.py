@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sae_explorer import hub
+from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.explorer import Explorer
 from sae_explorer.progress import Progress
 
@@ -101,12 +102,6 @@ def parse_bool(raw: str, name: str) -> bool:
     raise ValueError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
 
 
-def default_cache_dir() -> Path:
-    from sae_explorer.corpus import default_cache_dpath
-
-    return default_cache_dpath()
-
-
 class StartupError(RuntimeError):
     """The requested setup could not be loaded and fallback was off (``--strict``)."""
 
@@ -144,7 +139,7 @@ def _load(
     list_files: Callable[[str], Sequence[str]],
     note: str,
 ) -> Explorer:
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dpath()
     sae_source = cfg.sae
     details: dict = {}
     encoder = None

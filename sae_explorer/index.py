@@ -100,20 +100,6 @@ class LatentSummary(NamedTuple):
 
 
 # --------------------------------------------------------------------------- streaming pass
-def sparse_topk(z_bl: torch.Tensor, k: int) -> SparseCodes:
-    """Keep each item's ``k`` largest positive activations (what item views need)."""
-    k = min(k, z_bl.shape[1])
-    values_bk, ids_bk = z_bl.topk(k, dim=1, sorted=False)
-    values_bk, order_bk = values_bk.sort(dim=1, descending=True)
-    ids_bk = ids_bk.gather(1, order_bk)
-    keep_bk = values_bk > 0
-    return SparseCodes(
-        counts_b=keep_bk.sum(1).numpy().astype(np.int64),
-        ids=ids_bk[keep_bk].numpy().astype(np.int32),
-        values=values_bk[keep_bk].numpy().astype(np.float16),
-    )
-
-
 class ActiveEntries(NamedTuple):
     """A batch of activations as its list of positive entries, in row-major order."""
 
@@ -155,7 +141,7 @@ def _bits_for(n: int) -> int:
 
 
 def top_codes(entries: ActiveEntries, k: int) -> SparseCodes:
-    """Each item's ``k`` largest entries, largest first (same result as :func:`sparse_topk`).
+    """Each item's ``k`` largest entries, largest first (same result as a dense ``topk`` per row).
 
     A per-item histogram over the value bins gives the bin holding each item's k-th largest
     value; only entries from that bin up are sorted, with one plain sort of packed integer keys

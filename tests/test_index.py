@@ -16,15 +16,30 @@ from sae_explorer.index import (
     ActivationIndex,
     CorruptIndexError,
     LatentAccumulator,
+    SparseCodes,
     active_entries,
     hist_bin_edges,
     item_keys,
     median_levels,
     read_manifest,
-    sparse_topk,
     top_codes,
 )
 from sae_explorer.precompute import PrecomputeConfig, index_embeddings
+
+
+def sparse_topk(z_bl: torch.Tensor, k: int) -> SparseCodes:
+    """Reference for :func:`top_codes`: each item's ``k`` largest positive activations via a dense
+    ``topk`` (what the library did before the entry-list version)."""
+    k = min(k, z_bl.shape[1])
+    values_bk, ids_bk = z_bl.topk(k, dim=1, sorted=False)
+    values_bk, order_bk = values_bk.sort(dim=1, descending=True)
+    ids_bk = ids_bk.gather(1, order_bk)
+    keep_bk = values_bk > 0
+    return SparseCodes(
+        counts_b=keep_bk.sum(1).numpy().astype(np.int64),
+        ids=ids_bk[keep_bk].numpy().astype(np.int32),
+        values=values_bk[keep_bk].numpy().astype(np.float16),
+    )
 
 
 def sparse_latents(n: int, n_latents: int, seed: int, density: float = 0.3) -> torch.Tensor:

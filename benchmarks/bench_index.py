@@ -260,7 +260,7 @@ def write_fake_index(dpath: Path, n_items: int, n_latents: int, d: int, top_m: i
         ITEMS_NAME,
         MANIFEST_NAME,
         SCHEMA,
-        ArrayWriter,
+        NpyAppender,
         index_files,
         write_latent_arrays,
     )
@@ -268,7 +268,7 @@ def write_fake_index(dpath: Path, n_items: int, n_latents: int, d: int, top_m: i
     shutil.rmtree(dpath, ignore_errors=True)
     dpath.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    emb = ArrayWriter(dpath / EMBEDDINGS_NAME, (n_items, d), np.float16)
+    emb = NpyAppender(dpath / EMBEDDINGS_NAME, np.float16, (d,))
     for s in range(0, n_items, 100_000):
         emb.append(
             rng.standard_normal((min(100_000, n_items - s), d), dtype=np.float32).astype(np.float16)

@@ -62,7 +62,7 @@ def test_items_skips_and_manifest(built, mixed_corpus, encoder, sae):
     assert manifest["encoder"]["model_id"] == encoder.model_id
     assert manifest["sae"]["content_hash"] == sae.content_hash
     assert manifest["corpus"]["manifest_hash"] == mixed_corpus.manifest_hash
-    assert {"build_s", "clip_image_s", "clip_text_s", "sae_s", "index_s"} <= set(
+    assert {"build_s", "clip_image_s", "clip_text_s", "sae_index_s", "finish_s"} <= set(
         manifest["timings"]
     )
     items = index.items
@@ -158,7 +158,7 @@ def test_resume_after_interruption_is_identical(built, encoder, sae, mixed_corpu
     reference = built[0]
     with pytest.raises(InterruptedError):
         precompute(encoder, sae, mixed_corpus, tmp_path / "b", CFG, stop_after_chunks=1)
-    partial = next((tmp_path / "b" / "index").iterdir())
+    partial = next(p for p in (tmp_path / "b" / "index").iterdir() if p.is_dir())
     assert not (partial / MANIFEST_NAME).exists() and (partial / "progress.json").exists()
     resumed = precompute(encoder, sae, mixed_corpus, tmp_path / "b", CFG)
     assert reference.manifest["files"] == resumed.manifest["files"]
@@ -221,7 +221,7 @@ def test_cli(encoder, sae, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "10 items (4 images, 6 texts), 0 skipped, 80 latents" in out
-    dpath = next((tmp_path / "cache" / "index").iterdir())
+    dpath = next(p for p in (tmp_path / "cache" / "index").iterdir() if p.is_dir())
     assert ActivationIndex.load(dpath).names is None
     assert main([*argv[:4], "--corpus", str(tmp_path / "missing.csv")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -259,3 +259,51 @@ def test_index_embeddings_rebuilds_when_any_row_changes(tmp_path):
     x[-1] *= -5.0
     second = index_embeddings(sae, x, tmp_path / "index", cfg)
     np.testing.assert_allclose(np.asarray(second.embeddings[-1], np.float32), x[-1], atol=5e-2)
+
+
+def test_a_second_build_of_the_same_folder_waits_for_the_first(tmp_path):
+    """Two builds of one folder (two app workers, two CLI runs) never write into it together:
+    the second waits for the lock, says so, and then reuses or builds the index."""
+    import threading
+
+    from sae_explorer.precompute import build_lock
+
+    sae = build_sae(32, 48, seed=4)
+    x = np.random.default_rng(1).standard_normal((3000, 32)).astype(np.float32)
+    cfg = PrecomputeConfig(top_k=10, top_m=6, n_samples=20, chunk_size=1024, names=False)
+    dpath = tmp_path / "index"
+    messages: list[str] = []
+    result: list[ActivationIndex] = []
+    with build_lock(dpath):  # "the other process" holds the folder
+        waiter = threading.Thread(
+            target=lambda: result.append(
+                index_embeddings(sae, x, dpath, cfg, progress=lambda f, m: messages.append(m))
+            )
+        )
+        waiter.start()
+        for _ in range(200):
+            if messages:
+                break
+            threading.Event().wait(0.05)
+        assert messages == ["another process is building this index; waiting for it"]
+        assert not dpath.exists()  # it waited instead of writing
+        first = index_embeddings(sae, x, tmp_path / "elsewhere", cfg)
+    waiter.join(timeout=60)
+    assert len(result) == 1 and result[0].n_items == 3000
+    assert np.array_equal(np.asarray(result[0]._top_idx), np.asarray(first._top_idx))
+
+
+def test_npy_appender_resumes_at_a_row_count_and_cuts_the_rest(tmp_path):
+    from sae_explorer.index import NpyAppender
+
+    fpath = tmp_path / "x.npy"
+    a = NpyAppender(fpath, np.float16, (3,))
+    a.append(np.ones((4, 3)))
+    a.flush()  # a crash here leaves 4 rows; the checkpoint said 2
+    b = NpyAppender(fpath, np.float16, (3,), resume_rows=2)
+    b.append(np.full((1, 3), 7))
+    assert b.close() == fpath and not b.tmp.exists()
+    np.testing.assert_array_equal(np.load(fpath), [[1, 1, 1], [1, 1, 1], [7, 7, 7]])
+    assert np.load(fpath, mmap_mode="r").shape == (3, 3)
+    with pytest.raises(ValueError, match="fewer than 9 rows"):
+        NpyAppender(tmp_path / "y.npy", np.int32, resume_rows=9)

@@ -663,13 +663,16 @@ class _Builder:
         corpus_idx = np.load(files.corpus_idx.fpath)
         n_active = np.load(files.n_active.fpath)
         write_latent_arrays(self.dpath, acc.finish())
-        items_df = items_frame(self.items, corpus_idx, n_active)
+        import pyarrow.parquet as pq
+
         with atomic_path(self.dpath / ITEMS_NAME) as tmp:
-            items_df.to_parquet(tmp, index=False)
+            pq.write_table(items_table(self.items, corpus_idx, n_active), tmp)
         self.timer.add("finish_s", time.perf_counter() - t0)
         timings = {k: round(v, 3) for k, v in self.timer.totals.items()}
         timings["build_s"] = round(run_s + time.perf_counter() - t0, 3)
-        n_images = int((items_df["modality"] == "image").sum())
+        n_images = int(
+            np.count_nonzero([self.items[int(i)].modality == "image" for i in corpus_idx])
+        )
         d = self.sae.n_inputs
         manifest = {
             "schema": SCHEMA,
@@ -733,29 +736,29 @@ def _decode_batch(
     return ok, (torch.stack(tensors) if tensors else None), errors
 
 
-def items_frame(items: Sequence[CorpusItem], corpus_idx_n: np.ndarray, n_active_n: np.ndarray):
-    """The items table of an index: corpus columns, ``n_active``, ground truth as ``attr_*``."""
-    import pandas as pd
+def items_table(items: Sequence[CorpusItem], corpus_idx_n: np.ndarray, n_active_n: np.ndarray):
+    """The items table of an index (Arrow): corpus columns, ``n_active``, ground truth as
+    ``attr_*``. Built with pyarrow alone: pandas would add its import and a copy of every
+    string to the build's peak memory."""
+    import pyarrow as pa
 
     chosen = [items[int(i)] for i in corpus_idx_n]
-    df = pd.DataFrame(
-        {
-            "item_id": [it.item_id for it in chosen],
-            "modality": pd.Categorical(
-                [it.modality for it in chosen], categories=["image", "text"]
-            ),
-            "source": [it.source for it in chosen],
-            "label": [it.label for it in chosen],
-            "corpus_idx": corpus_idx_n.astype(np.int64),
-            "n_active": n_active_n.astype(np.int32),
-        }
-    )
+    modalities = ["image", "text"]
+    modality_n = np.array([it.modality == "text" for it in chosen], dtype=np.int8)
+    columns = {
+        "item_id": pa.array([it.item_id for it in chosen], pa.string()),
+        "modality": pa.DictionaryArray.from_arrays(modality_n, pa.array(modalities)),
+        "source": pa.array([it.source for it in chosen], pa.string()),
+        "label": pa.array([it.label for it in chosen]),
+        "corpus_idx": pa.array(corpus_idx_n.astype(np.int64)),
+        "n_active": pa.array(n_active_n.astype(np.int32)),
+    }
     names: dict[str, None] = {}
     for it in chosen:
         names.update(dict.fromkeys(it.attributes or ()))
     for name in names:
-        df[f"attr_{name}"] = [(it.attributes or {}).get(name) for it in chosen]
-    return df
+        columns[f"attr_{name}"] = pa.array([(it.attributes or {}).get(name) for it in chosen])
+    return pa.table(columns)
 
 
 # --------------------------------------------------------------------------- CLI

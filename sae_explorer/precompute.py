@@ -438,6 +438,44 @@ class _CorpusEmbedder:
             yield ok_pos, x_bd, errors
 
 
+class InOrder:
+    """Call ``merge(key, result)`` for results numbered 0, 1, 2, ... strictly in that order,
+    whichever worker thread delivers them and whenever.
+
+    No worker waits for its turn: a result that arrives early is parked, and the worker that
+    holds the merge role goes on merging every consecutive parked result before it returns.
+    After a failed merge, later results are dropped (the caller sees the error).
+    """
+
+    def __init__(self, merge: Callable) -> None:
+        self.merge = merge
+        self.lock = threading.Lock()
+        self.parked: dict[int, tuple] = {}
+        self.next = 0
+        self.busy = self.failed = False
+
+    def deliver(self, i: int, key, result) -> None:
+        with self.lock:
+            self.parked[i] = (key, result)
+            if self.busy or self.failed:
+                return
+            self.busy = True
+        while True:
+            with self.lock:
+                if self.next not in self.parked:
+                    self.busy = False
+                    return
+                key, result = self.parked.pop(self.next)
+                self.next += 1
+            try:
+                self.merge(key, result)
+            except BaseException:
+                with self.lock:
+                    self.failed, self.busy = True, False
+                    self.parked.clear()
+                raise
+
+
 class _Appenders(NamedTuple):
     """The growing files of a build, appended chunk by chunk (``.npy`` once closed)."""
 
@@ -604,41 +642,26 @@ class _Builder:
         pool: ThreadPoolExecutor,
         threads: int,
     ) -> None:
-        """SAE pass over one chunk. Each worker encodes and cuts a batch, then waits for its
-        turn to merge it into ``acc`` and the code files: merges happen in batch order, and
-        no thread beyond the workers competes for the cores."""
+        """SAE pass over one chunk. Each worker encodes and cuts a batch; the merges into
+        ``acc`` and the code files happen in batch order (:class:`InOrder`), and no thread
+        beyond the workers competes for the cores."""
         is_image_n = np.array([self.items[p].modality == "image" for p in chunk.ok_pos], bool)
         first_idx, bs = acc.n_items, self.cfg.sae_batch_size
-        turn = threading.Condition()
-        next_merge = [0]
-        failed = threading.Event()
+
+        def merge(s: int, result: tuple[ActiveEntries, SparseCodes, torch.Tensor | None]) -> None:
+            entries, codes, levels_bl = result
+            b = entries.n_items
+            item_idx_b = np.arange(first_idx + s, first_idx + s + b)
+            acc.update(entries, item_idx_b, is_image_n[s : s + b], levels_bl)
+            files.indptr.append(files.values.n_rows + np.cumsum(codes.counts_b))
+            files.ids.append(codes.ids)
+            files.values.append(codes.values)
+            files.n_active.append(entries.count_b)
+
+        in_order = InOrder(merge)
 
         def work(i: int, s: int) -> None:
-            try:
-                entries, codes, levels_bl = self._sae_batch(chunk.x_nd[s : s + bs], threads)
-            except BaseException:
-                failed.set()
-                raise
-            finally:
-                with turn:
-                    turn.wait_for(lambda: next_merge[0] == i)
-            try:
-                if failed.is_set():
-                    return
-                b = entries.n_items
-                item_idx_b = np.arange(first_idx + s, first_idx + s + b)
-                acc.update(entries, item_idx_b, is_image_n[s : s + b], levels_bl)
-                files.indptr.append(files.values.n_rows + np.cumsum(codes.counts_b))
-                files.ids.append(codes.ids)
-                files.values.append(codes.values)
-                files.n_active.append(entries.count_b)
-            except BaseException:
-                failed.set()
-                raise
-            finally:
-                with turn:
-                    next_merge[0] += 1
-                    turn.notify_all()
+            in_order.deliver(i, s, self._sae_batch(chunk.x_nd[s : s + bs], threads))
 
         starts = range(0, len(chunk.ok_pos), bs)
         for future in [pool.submit(work, i, s) for i, s in enumerate(starts)]:

@@ -244,3 +244,38 @@ def test_real_photos_and_captions(encoder, shared_data_dpath, tmp_path):
     busiest = int(np.argmax(index.frequency))
     assert len(index.top_examples(busiest)) == 32
     assert index.nearest(index.embeddings[0], k=1)["item_idx"].tolist() == [0]
+
+
+def test_in_order_merges_in_sequence_whoever_delivers():
+    import random
+    import threading
+
+    from sae_explorer.precompute import InOrder
+
+    merged: list[int] = []
+    in_order = InOrder(lambda key, result: merged.append((key, result)))
+    order = list(range(200))
+    random.Random(0).shuffle(order)
+    threads = [
+        threading.Thread(target=lambda part=order[w::4]: [in_order.deliver(i, i, -i) for i in part])
+        for w in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert merged == [(i, -i) for i in range(200)] and not in_order.parked
+
+    def fail_on_two(key, result):
+        if key == 2:
+            raise RuntimeError("merge failed")
+        merged.append(key)
+
+    merged.clear()
+    failing = InOrder(fail_on_two)
+    failing.deliver(1, 1, None)
+    failing.deliver(0, 0, None)  # merges 0 and 1
+    with pytest.raises(RuntimeError, match="merge failed"):
+        failing.deliver(2, 2, None)
+    failing.deliver(3, 3, None)  # dropped: the run has failed
+    assert merged == [0, 1]

@@ -2,9 +2,13 @@
 
 The default is a real setup for machines with internet: OpenAI CLIP ViT-L/14 from open_clip, the
 released MSAE checkpoint that matches it (chosen from the ``WolodjaZ/MSAE`` file list), over a
-small capped slice of a streamed Hub dataset. When any of that cannot be fetched (no network, no
-matching checkpoint) the built-in shapes world is loaded instead and the reason is kept for the
-app's banner; ``strict`` turns the fallback off, ``demo`` goes straight to the built-in world.
+small capped slice of a streamed Hub dataset. Before any download the Hub is asked once, briefly,
+whether it answers (``hub.hub_status``); when it does not, or ``HF_HUB_OFFLINE`` is set, the same
+setup is loaded from the local Hugging Face cache only, without the minute of retries that
+huggingface_hub and open_clip spend offline. When any of that cannot be fetched (no network and not
+cached, no matching checkpoint) the built-in shapes world is loaded instead and the reason is kept
+for the app's banner; ``strict`` turns the fallback off, ``demo`` goes straight to the built-in
+world.
 
 Every option has an environment variable (``SAE_EXPLORER_<NAME>``) so a Hugging Face Space can be
 configured from its settings page; command-line flags override them.
@@ -19,6 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sae_explorer import hub
+from sae_explorer.checkpoint import HUB_PREFIXES
 from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.explorer import Explorer
 from sae_explorer.progress import Progress
@@ -109,17 +114,33 @@ class StartupError(RuntimeError):
 def load_explorer(
     cfg: StartupConfig,
     progress: Progress | None = None,
-    list_files: Callable[[str], Sequence[str]] = hub.list_repo_files,
+    list_files: Callable[[str], Sequence[str]] | None = None,
+    hub_status: Callable[[], hub.HubStatus] = hub.hub_status,
 ) -> Explorer:
     """Load the configured explorer, or the built-in world when that fails and ``cfg.strict``
-    is off. The returned explorer's ``sources.note`` says why the built-in world was chosen."""
+    is off. The returned explorer's ``sources.note`` says why the built-in world was chosen.
+
+    When ``cfg`` names anything on the Hub, ``hub_status`` is asked first; offline, everything
+    loads from the local cache only. ``list_files`` lists the MSAE repo (default: the Hub's
+    listing online, the cached files offline)."""
     if cfg.demo or cfg.is_builtin:
         note = "built-in shapes world (--demo)" if cfg.demo else ""
-        return _load(cfg.builtin() if cfg.demo else cfg, progress, list_files, note)
+        return _load(cfg.builtin() if cfg.demo else cfg, progress, hub.list_repo_files, note)
+    status = hub_status() if needs_hub(cfg) else hub.HubStatus(True)
     try:
-        return _load(cfg, progress, list_files, "")
+        if status.online:
+            return _load(cfg, progress, list_files or hub.list_repo_files, "")
+        logger.warning(
+            "not using the Hugging Face Hub (%s): loading from the local cache only", status.reason
+        )
+        with hub.offline_mode():
+            explorer = _load(cfg, progress, list_files or hub.list_cached_repo_files, "")
+        explorer.sources.details["hub"] = f"offline, loaded from the local cache ({status.reason})"
+        return explorer
     except Exception as e:  # any failure to fetch or match goes to the fallback, with its reason
         reason = f"{type(e).__name__}: {e}"
+        if not status.online:
+            reason = f"{status.reason}; not in the local cache: {reason}"
         if cfg.strict:
             raise StartupError(
                 f"could not load {cfg.clip} / {cfg.sae} / {cfg.corpus}: {reason}"
@@ -130,7 +151,22 @@ def load_explorer(
             f"Showing the built-in shapes world: could not load CLIP {cfg.clip} + SAE {cfg.sae} "
             f"over {cfg.corpus} ({short})"
         )
-        return _load(cfg.builtin(), progress, list_files, note)
+        return _load(cfg.builtin(), progress, hub.list_repo_files, note)
+
+
+def needs_hub(cfg: StartupConfig) -> bool:
+    """Whether loading ``cfg`` may download from the Hub: an ``hf-hub:`` CLIP or a pretrained tag,
+    an ``auto`` or ``hf-hub:`` SAE, an ``hf:`` dataset id. Local files and built-ins need no probe.
+    """
+    clip_hub = cfg.clip.startswith("hf-hub:") or (
+        not cfg.clip.startswith(("local-dir:", "builtin:"))
+        and cfg.pretrained is not None
+        and not os.path.isfile(cfg.pretrained)
+    )
+    sae_hub = cfg.sae == AUTO or cfg.sae.startswith(HUB_PREFIXES)
+    dataset = cfg.corpus[len("hf:") :].partition("?")[0]
+    corpus_hub = cfg.corpus.startswith("hf:") and not Path(dataset).exists()
+    return clip_hub or sae_hub or corpus_hub
 
 
 def _load(

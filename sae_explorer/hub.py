@@ -1,22 +1,35 @@
-"""Pick the released MSAE checkpoint that fits a CLIP model, from the Hub repo's file list.
+"""The Hugging Face Hub: pick the released MSAE checkpoint that fits a CLIP model, and know
+quickly whether the Hub can be reached at all.
 
 The MSAE release (``WolodjaZ/MSAE``) stores image SAEs for OpenAI CLIP models under names such as
 ``ViT-L_14/centered/6144_768_TopKReLU_64_RW_False_False_0.0_cc3m_ViT-L~14_train_image_2905936_768.pth``:
 latents, input width, activation (+k), Matryoshka weighting, tied, normalize, soft cap, then the
 training data (dataset, CLIP model, split, modality, size, width). The file names are only read
 here to *choose* a file; the weights' configuration is read by the checkpoint loader.
+
+Offline, ``huggingface_hub`` and open_clip retry every request with backoff (about a minute before
+they give up), so start-up first asks :func:`hub_status`: ``HF_HUB_OFFLINE`` or one short request
+to the endpoint. When the Hub is out of reach, :func:`offline_mode` makes every Hub download answer
+from the local cache at once, and :func:`list_cached_repo_files` lists what an earlier online run
+downloaded, so models fetched before still load.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 MSAE_REPO = "WolodjaZ/MSAE"
 MSAE_PRETRAINED = "openai"
 """The released MSAEs were trained on embeddings of OpenAI's CLIP weights."""
+PROBE_TIMEOUT_S = 3.0
+"""How long :func:`hub_status` waits for the Hub endpoint to answer before calling it offline."""
 
 
 class MsaeFile(NamedTuple):
@@ -144,3 +157,98 @@ def msae_source(
     propagate, for the caller to fall back."""
     chosen = select_msae_checkpoint(list_files(repo_id), clip_model, embed_dim, pretrained)
     return chosen, f"hf-hub:{repo_id}/{chosen.path}"
+
+
+# --------------------------------------------------------------------------- reaching the Hub
+class HubStatus(NamedTuple):
+    """Whether to use the Hub, and why not."""
+
+    online: bool
+    reason: str = ""
+    """Why the Hub is not used ('' when online), for logs and the app's banner."""
+
+
+def hub_status(endpoint: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> HubStatus:
+    """Offline without a request when ``HF_HUB_OFFLINE`` is set (huggingface_hub reads it once at
+    import; the environment is read here too, so setting it later also counts); otherwise one HEAD
+    request to ``endpoint`` (default: huggingface_hub's, i.e. ``HF_ENDPOINT``) decides, within
+    ``timeout_s`` seconds. Any HTTP answer, even an error status, means online."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or _is_true(os.environ.get("HF_HUB_OFFLINE", "")):
+        return HubStatus(False, "HF_HUB_OFFLINE is set")
+    endpoint = endpoint or constants.ENDPOINT
+    problem = _probe(endpoint, timeout_s)
+    if problem is None:
+        return HubStatus(True)
+    return HubStatus(False, f"the Hugging Face Hub at {endpoint} cannot be reached: {problem}")
+
+
+def _probe(url: str, timeout_s: float) -> str | None:
+    """None when ``url`` answers HTTP within ``timeout_s``, else what went wrong. The request runs
+    on huggingface_hub's own client (same proxies and certificates as the downloads) in a daemon
+    thread, so a resolver that hangs cannot hold start-up longer than ``timeout_s``."""
+    from huggingface_hub import get_session
+
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            get_session().head(url, timeout=timeout_s, follow_redirects=False)
+            outcome.append(None)
+        except Exception as e:  # any failure to get an answer means offline, with its reason
+            outcome.append(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+
+    thread = threading.Thread(target=ask, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+
+
+def _is_true(value: str) -> bool:
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+@contextmanager
+def offline_mode() -> Iterator[None]:
+    """Inside the block every huggingface_hub request (``hf_hub_download`` from ``load_sae`` and
+    open_clip, ``datasets`` streaming) fails at once instead of retrying, and downloads answer from
+    the local cache. ``HF_HUB_OFFLINE`` is read at import, so this sets the constant it became
+    (process-wide, for the block only: start-up runs before the app serves anyone)."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    datasets_known = "datasets.config" in sys.modules
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        datasets_config = sys.modules.get("datasets.config")
+        imported_inside = datasets_config is not None and not datasets_known
+        if imported_inside and os.environ.get("HF_DATASETS_OFFLINE") is None:
+            # datasets copied the constant at import: give it the value it would have had
+            datasets_config.HF_HUB_OFFLINE = datasets_config.HF_DATASETS_OFFLINE = saved
+
+
+def list_cached_repo_files(
+    repo_id: str = MSAE_REPO, revision: str = "main", cache_dpath: str | Path | None = None
+) -> list[str]:
+    """The files of ``repo_id`` already in the local Hugging Face cache (what earlier online runs
+    downloaded), as :func:`list_repo_files` would name them; the offline stand-in for it. Raises
+    ``FileNotFoundError`` naming the folder looked in when nothing of the repo is cached."""
+    from huggingface_hub import constants
+
+    repo_dpath = Path(cache_dpath or constants.HF_HUB_CACHE) / (
+        "models--" + repo_id.replace("/", "--")
+    )
+    ref_fpath = repo_dpath / "refs" / revision
+    commit = ref_fpath.read_text().strip() if ref_fpath.is_file() else revision
+    snapshot_dpath = repo_dpath / "snapshots" / commit
+    found = snapshot_dpath.rglob("*") if snapshot_dpath.is_dir() else []
+    files = sorted(f.relative_to(snapshot_dpath).as_posix() for f in found if f.is_file())
+    if not files:
+        raise FileNotFoundError(
+            f"no files of {repo_id}@{revision} in the local Hugging Face cache ({repo_dpath})"
+        )
+    return files

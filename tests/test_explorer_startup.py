@@ -7,6 +7,7 @@ import pytest
 from _explorer_helpers import builtin_world_trained
 
 from sae_explorer import explorer_startup as startup
+from sae_explorer import hub
 from sae_explorer.explorer_startup import (
     StartupConfig,
     StartupError,
@@ -73,6 +74,11 @@ def hub_down(repo_id: str) -> list[str]:
     raise OSError(f"cannot reach the Hugging Face Hub to list {repo_id}")
 
 
+def hub_up() -> hub.HubStatus:
+    """The start-up probe's answer: online (the failure comes later, from the lister)."""
+    return hub.HubStatus(True)
+
+
 def offline_cfg(tmp_path, **overrides) -> StartupConfig:
     """Auto SAE selection over the world's tiny CLIP architecture (loads without downloads)."""
     return StartupConfig(
@@ -88,7 +94,7 @@ def offline_cfg(tmp_path, **overrides) -> StartupConfig:
 
 def test_strict_raises_with_the_reason(tmp_path):
     with pytest.raises(StartupError, match="cannot reach the Hugging Face Hub"):
-        load_explorer(offline_cfg(tmp_path, strict=True), list_files=hub_down)
+        load_explorer(offline_cfg(tmp_path, strict=True), list_files=hub_down, hub_status=hub_up)
 
 
 def test_strict_reports_a_missing_match(tmp_path):
@@ -98,14 +104,14 @@ def test_strict_reports_a_missing_match(tmp_path):
         ]
 
     with pytest.raises(StartupError, match="no released MSAE checkpoint matches"):
-        load_explorer(offline_cfg(tmp_path, strict=True), list_files=listing)
+        load_explorer(offline_cfg(tmp_path, strict=True), list_files=listing, hub_status=hub_up)
 
 
 @needs_world
 def test_unreachable_hub_falls_back_to_the_builtin_world(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(startup, "BUILTIN_CORPUS", "builtin:shapes?n=100")
     with caplog.at_level("WARNING"):
-        explorer = load_explorer(offline_cfg(tmp_path), list_files=hub_down)
+        explorer = load_explorer(offline_cfg(tmp_path), list_files=hub_down, hub_status=hub_up)
     assert explorer.encoder.model_id == "builtin:shapes"
     assert explorer.sources.sae == "builtin:shapes"
     assert "cannot reach the Hugging Face Hub" in explorer.sources.note

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -55,13 +56,47 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 class _Preprocess:
-    """Picklable ``PIL -> [3, H, W]`` transform: RGB conversion, then open_clip's own transform."""
+    """Picklable ``PIL -> [3, H, W]`` transform: RGB conversion, then open_clip's own transform.
+
+    For batches it also splits at the transform's ``ToTensor``: :meth:`to_array` runs the PIL
+    steps (resize, crop) and :meth:`finish` the tensor steps (scale, normalise) on a whole
+    batch at once. Decoding threads then run no torch op, so they never start thread teams that
+    compete with the model for the cores; the result is the same to the bit.
+    """
 
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        from torchvision.transforms import Compose, ToTensor
+
         self.transform = transform
+        self.pil_steps = self.tensor_steps = None
+        steps = list(transform.transforms) if isinstance(transform, Compose) else []
+        cut = next((i for i, t in enumerate(steps) if isinstance(t, ToTensor)), None)
+        if cut is not None:
+            self.pil_steps, self.tensor_steps = steps[:cut], steps[cut + 1 :]
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.transform(to_rgb(image))
+
+    @property
+    def splits(self) -> bool:
+        """Whether :meth:`to_array` / :meth:`finish` can stand in for ``__call__``."""
+        return self.pil_steps is not None
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """uint8 ``[H, W, 3]``: the steps before ``ToTensor`` (PIL only; thread-friendly)."""
+        image = to_rgb(image)
+        for step in self.pil_steps:
+            image = step(image)
+        if not isinstance(image, Image.Image) or image.mode != "RGB":
+            raise ValueError(f"expected an RGB image before ToTensor, got {image!r}")
+        return np.asarray(image)
+
+    def finish(self, arrays_nhw3: np.ndarray) -> torch.Tensor:
+        """float32 ``[n, 3, H, W]``: ``ToTensor`` and the steps after it, on a batch."""
+        x = torch.from_numpy(arrays_nhw3).permute(0, 3, 1, 2).contiguous().float().div(255)
+        for step in self.tensor_steps:
+            x = step(x)
+        return x
 
 
 class ClipEncoder:

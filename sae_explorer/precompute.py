@@ -433,6 +433,8 @@ class _CorpusEmbedder:
                 yield [], torch.zeros(0, self.encoder.embed_dim), errors
                 continue
             t0 = time.perf_counter()
+            if isinstance(pixels, np.ndarray):
+                pixels = self.encoder.preprocess.finish(pixels)
             x_bd = self.encoder.encode_pixels(pixels)
             self.timer.add("clip_image_s", time.perf_counter() - t0)
             yield ok_pos, x_bd, errors
@@ -747,16 +749,22 @@ def release_free_heap() -> None:
 
 def _decode_batch(
     items: Sequence[CorpusItem], positions: Sequence[int], preprocess
-) -> tuple[list[int], torch.Tensor | None, list[dict]]:
-    """Decode + preprocess images (runs in a worker thread); unreadable ones become errors."""
-    ok, tensors, errors = [], [], []
+) -> tuple[list[int], np.ndarray | torch.Tensor | None, list[dict]]:
+    """Decode + preprocess images (runs in a worker thread); unreadable ones become errors.
+
+    With a splittable preprocess, only its PIL steps run here (uint8 ``[n, H, W, 3]``); the
+    caller finishes the batch with ``preprocess.finish``."""
+    ok, pixels, errors = [], [], []
+    prepare = preprocess.to_array if preprocess.splits else preprocess
     for item, pos in zip(items, positions):
         try:
-            tensors.append(preprocess(load_item_image(item)))
+            pixels.append(prepare(load_item_image(item)))
             ok.append(pos)
         except (ValueError, OSError) as e:
             errors.append({"item_id": item.item_id, "source": item.source, "error": str(e)})
-    return ok, (torch.stack(tensors) if tensors else None), errors
+    if not pixels:
+        return ok, None, errors
+    return ok, (np.stack(pixels) if preprocess.splits else torch.stack(pixels)), errors
 
 
 def items_table(items: Sequence[CorpusItem], corpus_idx_n: np.ndarray, n_active_n: np.ndarray):

@@ -102,6 +102,30 @@ def test_preprocess_is_picklable_and_matches_training_pixels(enc, images) -> Non
     torch.testing.assert_close(eval_transform(enc.model)(images[1]), enc.preprocess(rgba))
 
 
+@pytest.mark.parametrize("model", ["world", "ViT-B-32"])
+def test_batched_preprocess_split_is_bit_identical(enc, model) -> None:
+    """Precompute's decoding threads run only the PIL steps and finish whole batches with the
+    tensor steps; every pixel must equal the per-image transform's, for any size and mode."""
+    from sae_explorer.encoder import _Preprocess
+
+    pre = enc.preprocess
+    if model != "world":
+        pre = _Preprocess(open_clip.create_model_and_transforms(model)[2])
+    assert pre.splits
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+        for (h, w), mode in [
+            ((32, 32), "RGB"),
+            ((200, 500), "RGBA"),
+            ((333, 17), "L"),
+            ((64, 80), "P"),
+        ]
+    ]
+    batch = pre.finish(np.stack([pre.to_array(im) for im in images]))
+    assert torch.equal(batch, torch.stack([pre(im) for im in images]))
+
+
 def test_every_image_mode_becomes_rgb(enc) -> None:
     rgb = Image.new("RGB", (40, 30), (200, 30, 60))
     rgba = Image.new("RGBA", (40, 30), (200, 30, 60, 0))  # fully transparent -> white

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from sae_explorer.atomic import atomic_path, atomic_save_npy, atomic_save_npz, atomic_write_json
+from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
 from sae_explorer.corpus import Corpus, CorpusItem, default_cache_dpath, load_item_image
 from sae_explorer.index import (
     CODES_NAMES,
@@ -75,30 +76,30 @@ N_SKIPPED_LISTED = 20
 class PrecomputeConfig:
     """Settings of one precompute run. Fields marked (result) are part of the cache key."""
 
-    top_k: int = 128
-    """(result) Latents kept per item for item views, the largest by value."""
-    top_m: int = 32
-    """(result) Max-activating items kept per latent."""
-    n_samples: int = 64
-    """(result) Random active items kept per latent for the quantile views."""
-    seed: int = 0
-    """(result) Seed of the per-item sampling keys."""
-    chunk_size: int = 4096
-    """Items per resumable chunk."""
-    batch_size: int = 64
-    """Images per CLIP batch (texts use 4x this)."""
-    sae_batch_size: int = 512
-    """Embeddings per SAE batch (512: as fast as larger batches, with smaller temporaries)."""
-    sae_workers: int = 2
-    """Threads running SAE batches side by side (torch's CPU threads are shared among them)."""
-    n_workers: int = 4
-    """Threads decoding and preprocessing images while CLIP runs."""
-    names: bool = True
-    """Name latents from a vocabulary after indexing."""
-    vocabulary: str | None = None
-    """A vocabulary file (one word or phrase per line); None: frequent English words."""
-    n_words: int = 3000
-    """Size of the default vocabulary."""
+    top_k: int = field(default=128, metadata=doc("(result) latents kept per item, largest first"))
+    top_m: int = field(default=32, metadata=doc("(result) max-activating items kept per latent"))
+    n_samples: int = field(
+        default=64, metadata=doc("(result) random active items kept per latent (quantile views)")
+    )
+    seed: int = field(default=0, metadata=doc("(result) seed of the per-item sampling keys"))
+    chunk_size: int = field(
+        default=4096, metadata=doc("items per chunk (checkpoints fall between chunks)")
+    )
+    batch_size: int = field(default=64, metadata=doc("images per CLIP batch (texts: 4x)"))
+    sae_batch_size: int = field(
+        default=512, metadata=doc("embeddings per SAE batch (larger is no faster, only bigger)")
+    )
+    sae_workers: int = field(
+        default=2, metadata=doc("threads running SAE batches side by side, merged in order")
+    )
+    n_workers: int = field(
+        default=4, metadata=doc("threads decoding images (PIL steps) while CLIP runs")
+    )
+    names: bool = field(default=True, metadata=doc("name latents from a vocabulary"))
+    vocabulary: str | None = field(
+        default=None, metadata=doc("vocabulary file, one word or phrase per line (None: wordfreq)")
+    )
+    n_words: int = field(default=3000, metadata=doc("size of the default vocabulary"))
 
     RESULT_FIELDS = ("top_k", "top_m", "n_samples", "seed")
 
@@ -819,17 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir", default=None, help=f"cache root (default {default_cache_dpath()})"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    defaults = PrecomputeConfig()
-    for f in fields(PrecomputeConfig):
-        if f.name in {"names", "vocabulary"}:
-            continue
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", type=int, default=getattr(defaults, f.name)
-        )
-    parser.add_argument(
-        "--vocabulary", default=None, help="vocabulary file for naming latents (one word per line)"
-    )
-    parser.add_argument("--no-names", action="store_true", help="skip naming latents")
+    add_dataclass_args(parser, PrecomputeConfig)
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if a finished index exists"
     )
@@ -845,11 +836,8 @@ def main(argv: list[str] | None = None) -> int:
     from sae_explorer.corpus import load_corpus
     from sae_explorer.encoder import load_encoder
 
-    cfg_values = {
-        f.name: getattr(args, f.name) for f in fields(PrecomputeConfig) if hasattr(args, f.name)
-    }
     try:
-        cfg = PrecomputeConfig(**cfg_values, names=not args.no_names)
+        cfg = dataclass_from_args(PrecomputeConfig, args)
         t0 = time.perf_counter()
         encoder = load_encoder(args.clip, args.pretrained, args.device)
         sae = load_sae(args.sae)

@@ -307,3 +307,46 @@ def test_npy_appender_resumes_at_a_row_count_and_cuts_the_rest(tmp_path):
     assert np.load(fpath, mmap_mode="r").shape == (3, 3)
     with pytest.raises(ValueError, match="fewer than 9 rows"):
         NpyAppender(tmp_path / "y.npy", np.int32, resume_rows=9)
+
+
+def test_a_crash_after_the_last_checkpoint_resumes_identically(tmp_path, monkeypatch, caplog):
+    """Killed mid-run, the files hold rows the checkpoint does not count: the next run cuts them
+    off, redoes those chunks, and ends with the same index as an uninterrupted run."""
+    from sae_explorer.index import NpyAppender
+    from sae_explorer.precompute import _Builder
+
+    sae = build_sae(32, 48, seed=4)
+    x = np.random.default_rng(2).standard_normal((5000, 32)).astype(np.float32)
+    cfg = PrecomputeConfig(top_k=10, top_m=6, n_samples=20, chunk_size=1024, sae_batch_size=256)
+    reference = index_embeddings(sae, x, tmp_path / "ref", cfg)
+    dpath = tmp_path / "crashed"
+    with pytest.raises(InterruptedError):
+        index_embeddings(sae, x, dpath, cfg, stop_after_chunks=1)  # checkpoint after chunk 0
+    monkeypatch.setattr(_Builder, "CHECKPOINT_EVERY_S", 1e9)  # none after that
+    encode_latents, calls = _Builder._encode_latents, []
+
+    def killed_in_chunk_2(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return encode_latents(self, *args)
+
+    monkeypatch.setattr(_Builder, "_encode_latents", killed_in_chunk_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        index_embeddings(sae, x, dpath, cfg)
+    checkpoint = json.loads((dpath / "progress.json").read_text())
+    assert checkpoint["n_chunks_done"] == 1
+    rows_on_disk = (
+        (dpath / ".codes_ids.npy.partial").stat().st_size - NpyAppender.HEADER_BYTES
+    ) // 4
+    assert rows_on_disk > checkpoint["rows"]["ids"] > 0  # chunk 1 was written after it
+    monkeypatch.undo()
+    with caplog.at_level("INFO", logger="sae_explorer.precompute"):
+        resumed = index_embeddings(sae, x, dpath, cfg)
+    assert "after chunk 1/5" in caplog.text and "starting over" not in caplog.text
+    assert resumed.manifest["files"] == reference.manifest["files"]
+    for name in reference.manifest["files"]:
+        if name.endswith(".npy"):
+            a, b = np.load(reference.dpath / name), np.load(resumed.dpath / name)
+            assert np.array_equal(a, b, equal_nan=True), name
+    assert resumed.items.equals(reference.items)

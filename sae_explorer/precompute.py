@@ -45,6 +45,7 @@ from sae_explorer.index import (
     CODES_NAMES,
     EMBEDDINGS_NAME,
     ITEMS_NAME,
+    LATENT_ARRAYS,
     MANIFEST_NAME,
     SCHEMA,
     ActivationIndex,
@@ -174,8 +175,37 @@ def _reuse(dpath: Path, key: str) -> ActivationIndex | None:
         return ActivationIndex.load(dpath)
     except CorruptIndexError as e:
         log.warning("rebuilding the index at %s: %s", dpath, e)
-        shutil.rmtree(dpath)
+        clear_index_dpath(dpath)
         return None
+
+
+def clear_index_dpath(dpath: Path, keep: bool = False) -> None:
+    """Delete an index folder (``keep``: only its contents), after checking that everything in
+    it is an index's or a build's file: a folder passed by mistake (``index_embeddings(...,
+    "~/photos")``) raises ``ValueError`` instead of being wiped."""
+    from sae_explorer.naming import NAMES_FILE, NAMES_META
+
+    ours = {
+        MANIFEST_NAME, ITEMS_NAME, EMBEDDINGS_NAME, *CODES_NAMES, NAMES_FILE, NAMES_META,
+        PROGRESS_NAME, STATE_NAME, *(f"{name}.npy" for name in LATENT_ARRAYS),
+        *(f"build_{name}.npy" for name in ("corpus_idx", "n_active")),
+    }  # fmt: skip
+    paths = list(dpath.iterdir())
+    for path in paths:
+        name = path.name
+        if name.startswith("."):  # .<name>.partial (appenders), .<name>.<random>.tmp (atomic)
+            name = name[1:].removesuffix(".partial")
+            name = name.rsplit(".", 2)[0] if name.endswith(".tmp") else name
+        if not path.is_file() or name not in ours:
+            raise ValueError(
+                f"{dpath} holds {path.name!r}, which is not part of an activation index; "
+                "refusing to delete it (pass an empty or new folder)"
+            )
+    if not keep:
+        shutil.rmtree(dpath)
+        return
+    for path in paths:
+        path.unlink()
 
 
 def _build_from_corpus(encoder, sae, corpus, dpath, key, cfg, report, stop_after_chunks) -> None:
@@ -564,8 +594,7 @@ class _Builder:
                 return acc, n_done, state["skipped"], files
             except (ValueError, KeyError, TypeError, OSError, AssertionError) as e:
                 log.warning("cannot resume %s (%s); starting over", self.dpath, e)
-        for path in self.dpath.iterdir():  # start clean
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        clear_index_dpath(self.dpath, keep=True)  # start clean
         acc = LatentAccumulator(
             self.sae.n_latents, self.cfg.top_m, self.cfg.n_samples, self.n_levels, self.cfg.seed
         )

@@ -350,3 +350,27 @@ def test_a_crash_after_the_last_checkpoint_resumes_identically(tmp_path, monkeyp
             a, b = np.load(reference.dpath / name), np.load(resumed.dpath / name)
             assert np.array_equal(a, b, equal_nan=True), name
     assert resumed.items.equals(reference.items)
+
+
+def test_a_folder_that_is_not_an_index_is_never_wiped(tmp_path):
+    """index_embeddings(..., folder) clears a stale or unfinished index before building, but a
+    folder holding anything else is refused, not deleted."""
+    sae = build_sae(32, 48, seed=4)
+    x = np.random.default_rng(1).standard_normal((300, 32)).astype(np.float32)
+    cfg = PrecomputeConfig(top_k=10, top_m=6, n_samples=20, chunk_size=128, names=False)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(
+        ValueError, match=r"'holiday\.jpg', which is not part of an activation index"
+    ):
+        index_embeddings(sae, x, photos, cfg)
+    assert (photos / "holiday.jpg").read_bytes() == b"precious"
+    dpath = tmp_path / "index"
+    with pytest.raises(InterruptedError):
+        index_embeddings(sae, x, dpath, cfg, stop_after_chunks=1)
+    (dpath / "progress.json").write_text("{}")  # unresumable: cleared, then built afresh
+    (dpath / ".manifest.json.x1y2.tmp").write_text("")  # a temp file left by a crash
+    assert index_embeddings(sae, x, dpath, cfg).n_items == 300
+    (dpath / MANIFEST_NAME).write_text("{}")  # a damaged finished index is rebuilt too
+    assert index_embeddings(sae, x, dpath, cfg).n_items == 300

@@ -517,10 +517,14 @@ def write_latent_arrays(dpath: Path, arrays: dict[str, np.ndarray]) -> None:
         atomic_save_npy(dpath / f"{name}.npy", array)
 
 
+def index_file_names() -> list[str]:
+    """The files a complete index must have (``manifest.json`` aside)."""
+    return [ITEMS_NAME, EMBEDDINGS_NAME, *CODES_NAMES, *(f"{n}.npy" for n in LATENT_ARRAYS)]
+
+
 def index_files(dpath: Path) -> dict[str, int]:
     """Name -> size in bytes of the files a complete index must have (for the manifest)."""
-    names = [ITEMS_NAME, EMBEDDINGS_NAME, *CODES_NAMES, *(f"{n}.npy" for n in LATENT_ARRAYS)]
-    return {name: (dpath / name).stat().st_size for name in names}
+    return {name: (dpath / name).stat().st_size for name in index_file_names()}
 
 
 def read_manifest(dpath: Path) -> dict:

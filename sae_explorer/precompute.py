@@ -47,7 +47,6 @@ from sae_explorer.index import (
     CODES_NAMES,
     EMBEDDINGS_NAME,
     ITEMS_NAME,
-    LATENT_ARRAYS,
     MANIFEST_NAME,
     SCHEMA,
     ActivationIndex,
@@ -57,6 +56,7 @@ from sae_explorer.index import (
     NpyAppender,
     SparseCodes,
     active_entries,
+    index_file_names,
     index_files,
     read_manifest,
     top_codes,
@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 PROGRESS_NAME = "progress.json"
 STATE_NAME = "state.npz"
+BUILD_ONLY_NAMES = {"corpus_idx": "build_corpus_idx.npy", "n_active": "build_n_active.npy"}
+"""Per-item columns a build appends, then folds into ``items.parquet`` and deletes."""
 N_SKIPPED_LISTED = 20
 
 
@@ -189,9 +191,8 @@ def clear_index_dpath(dpath: Path, keep: bool = False) -> None:
     from sae_explorer.naming import NAMES_FILE, NAMES_META
 
     ours = {
-        MANIFEST_NAME, ITEMS_NAME, EMBEDDINGS_NAME, *CODES_NAMES, NAMES_FILE, NAMES_META,
-        PROGRESS_NAME, STATE_NAME, *(f"{name}.npy" for name in LATENT_ARRAYS),
-        *(f"build_{name}.npy" for name in ("corpus_idx", "n_active")),
+        MANIFEST_NAME, *index_file_names(), NAMES_FILE, NAMES_META,
+        PROGRESS_NAME, STATE_NAME, *BUILD_ONLY_NAMES.values(),
     }  # fmt: skip
     paths = list(dpath.iterdir())
     for path in paths:
@@ -584,8 +585,8 @@ class _Appenders(NamedTuple):
             "indptr": (dpath / CODES_NAMES[0], np.int64, ()),
             "ids": (dpath / CODES_NAMES[1], np.int32, ()),
             "values": (dpath / CODES_NAMES[2], np.float16, ()),
-            "corpus_idx": (dpath / "build_corpus_idx.npy", np.int64, ()),
-            "n_active": (dpath / "build_n_active.npy", np.int32, ()),
+            "corpus_idx": (dpath / BUILD_ONLY_NAMES["corpus_idx"], np.int64, ()),
+            "n_active": (dpath / BUILD_ONLY_NAMES["n_active"], np.int32, ()),
         }
         out = cls(
             **{k: NpyAppender(*spec, resume_rows=rows.get(k, 0)) for k, spec in specs.items()}

@@ -37,3 +37,13 @@ def write_truncated_jpeg(fpath: Path) -> Path:
     data = fpath.read_bytes()
     fpath.write_bytes(data[: len(data) // 2])
     return fpath
+
+
+def assert_same_index(reference, other) -> None:
+    """Two ActivationIndexes hold the same files, every array equal and the same items."""
+    assert other.manifest["files"] == reference.manifest["files"]
+    for name in reference.manifest["files"]:
+        if name.endswith(".npy"):
+            a, b = np.load(reference.dpath / name), np.load(other.dpath / name)
+            assert np.array_equal(a, b, equal_nan=True), name
+    assert other.items.equals(reference.items)

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from _precompute_helpers import build_sae, write_image, write_truncated_jpeg
+from _precompute_helpers import assert_same_index, build_sae, write_image, write_truncated_jpeg
 
 from sae_explorer.corpus import Corpus, load_corpus
 from sae_explorer.index import MANIFEST_NAME, ActivationIndex
@@ -161,12 +161,7 @@ def test_resume_after_interruption_is_identical(built, encoder, sae, mixed_corpu
     partial = next(p for p in (tmp_path / "b" / "index").iterdir() if p.is_dir())
     assert not (partial / MANIFEST_NAME).exists() and (partial / "progress.json").exists()
     resumed = precompute(encoder, sae, mixed_corpus, tmp_path / "b", CFG)
-    assert reference.manifest["files"] == resumed.manifest["files"]
-    for name in reference.manifest["files"]:
-        if name.endswith(".npy"):
-            a, b = np.load(reference.dpath / name), np.load(resumed.dpath / name)
-            assert np.array_equal(a, b, equal_nan=True), name
-    assert reference.items.equals(resumed.items)
+    assert_same_index(reference, resumed)
     assert resumed.manifest["skipped"] == reference.manifest["skipped"]
 
 

@@ -93,14 +93,22 @@ def dir_bytes(dpath: Path, exclude: tuple[str, ...] = ()) -> int:
 
 
 # --------------------------------------------------------------------------- the two sides
-def run_dense(args) -> dict:
-    """MSAE's way: dense float32 latents memmap, then per-latent argsort (in column blocks)."""
+def side_inputs(args):
+    """What both sides start from, set up alike: the rows, the SAE, and the resident memory
+    after them (the import baseline the peak is compared against)."""
     import torch
 
     torch.set_num_threads(args.threads)
     x = NpyRows(args.x_fpath)
     sae = make_sae(args.d, args.n_latents, args.activation, args.k, args.density)
-    base_rss = current_rss_mb()
+    return x, sae, current_rss_mb()
+
+
+def run_dense(args) -> dict:
+    """MSAE's way: dense float32 latents memmap, then per-latent argsort (in column blocks)."""
+    import torch
+
+    x, sae, base_rss = side_inputs(args)
     out = Path(args.workdir) / "dense"
     out.mkdir(parents=True, exist_ok=True)
     t0, cpu0 = time.perf_counter(), cpu_s()
@@ -135,14 +143,9 @@ def run_dense(args) -> dict:
 
 
 def run_index(args) -> dict:
-    import torch
-
     from sae_explorer.precompute import PrecomputeConfig, index_embeddings
 
-    torch.set_num_threads(args.threads)
-    x = NpyRows(args.x_fpath)
-    sae = make_sae(args.d, args.n_latents, args.activation, args.k, args.density)
-    base_rss = current_rss_mb()
+    x, sae, base_rss = side_inputs(args)
     out = Path(args.workdir) / "index"
     shutil.rmtree(out, ignore_errors=True)
     cfg = PrecomputeConfig(

@@ -19,6 +19,7 @@ Input space (MSAE ``SAE`` wrapper): ``x_model = (x - mean) * scaling_factor`` on
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -206,6 +207,18 @@ class NormStats(NamedTuple):
     std_b1: Tensor
 
 
+class InputStats(NamedTuple):
+    """The input preprocessing ``x_model = (x - mean_d) * scaling_factor`` (MSAE's ``SAE`` wrapper).
+
+    A checkpoint carries the statistics of the data it was trained on; MSAE's own extraction
+    recomputes them on the other modality's embeddings before encoding those (CLIP's image and
+    text embeddings sit far apart), which :meth:`SAE.with_input_stats` makes possible.
+    """
+
+    mean_d: Tensor
+    scaling_factor: float
+
+
 class SAEOutput(NamedTuple):
     """Result of :meth:`SAE.forward`, all in the input (CLIP) space except latents.
 
@@ -366,6 +379,34 @@ class SAE(nn.Module):
             digest.update(name.encode())
             digest.update(tensor.to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()
+
+    @property
+    def input_stats(self) -> InputStats:
+        """The checkpoint's own input statistics (mean and scaling factor)."""
+        return InputStats(self.mean.detach(), self.cfg.scaling_factor)
+
+    @property
+    def training_modality(self) -> str | None:
+        """``"image"``, ``"text"`` or ``"both"`` when the checkpoint says what it was trained on."""
+        value = self.provenance.get("training_modality")
+        return value if value in ("image", "text", "both") else None
+
+    def with_input_stats(self, stats: InputStats) -> SAE:
+        """The same SAE (weights shared, not copied) preprocessing inputs with ``stats`` instead
+        of its own: how MSAE encodes the other modality's embeddings."""
+        mean_d = torch.as_tensor(stats.mean_d).to(self.mean.device, self.mean.dtype)
+        if tuple(mean_d.shape) != (self.n_inputs,):
+            raise ValueError(
+                f"input statistics need a mean of shape ({self.n_inputs},), got {tuple(mean_d.shape)}"
+            )
+        view = copy.copy(self)
+        view._parameters = dict(self._parameters)
+        view._buffers = dict(self._buffers)
+        view._modules = dict(self._modules)
+        view.cfg = replace(self.cfg, scaling_factor=float(stats.scaling_factor))
+        view.mean = mean_d
+        view.provenance = dict(self.provenance)
+        return view
 
     # ------------------------------------------------------------------ model space
     def preprocess(self, x_bd: Tensor) -> Tensor:

@@ -191,6 +191,9 @@ def load_msae(fpath: Path, display_name: str | None = None, ckpt: object = None)
         provenance["msae_target_norm"] = as_float(ckpt["target_norm"], "target_norm")
     if name is not None:
         provenance["msae_dataset"] = name.dataset
+        modality = next((t for t in name.dataset.split("_") if t in ("image", "text")), None)
+        if modality is not None:
+            provenance["training_modality"] = modality
         if name.l1_coefficient is not None:
             provenance["msae_l1_coefficient"] = name.l1_coefficient
     return SAE.from_tensors(

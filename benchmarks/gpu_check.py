@@ -30,7 +30,7 @@ def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def check_models(n: int) -> None:
-    from sae_explorer.checkpoint import load_sae
+    from sae_explorer.checkpoints import load_sae
     from sae_explorer.corpus import load_corpus
     from sae_explorer.encoder import load_encoder
 
@@ -68,7 +68,7 @@ def check_models(n: int) -> None:
 
 
 def check_precompute(n: int) -> None:
-    from sae_explorer.checkpoint import load_sae
+    from sae_explorer.checkpoints import load_sae
     from sae_explorer.corpus import load_corpus
     from sae_explorer.encoder import load_encoder
     from sae_explorer.precompute import PrecomputeConfig, precompute

@@ -3,7 +3,7 @@
 The library never imports gradio; ``app.py`` builds the web page on top of it.
 """
 
-from sae_explorer.checkpoint import load_sae, save_sae
+from sae_explorer.checkpoints import load_sae, save_sae
 from sae_explorer.sae import SAE, SAEConfig
 
 __all__ = ["SAE", "SAEConfig", "load_sae", "save_sae"]

@@ -12,7 +12,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sae_explorer.train", "train an SAE / Matryoshka SAE on an array of embeddings"),
     "convert": (
-        "sae_explorer.checkpoint",
+        "sae_explorer.checkpoints.convert",
         "convert any supported SAE checkpoint to the project format",
     ),
     "precompute": (

@@ -172,7 +172,7 @@ class Explorer:
         """Load models and corpus and build (or load the cached) activation index.
 
         ``encoder`` skips loading CLIP again when the caller already has it."""
-        from sae_explorer.checkpoint import load_sae
+        from sae_explorer.checkpoints import load_sae
         from sae_explorer.corpus import load_corpus
         from sae_explorer.encoder import load_encoder
         from sae_explorer.precompute import PrecomputeConfig, precompute

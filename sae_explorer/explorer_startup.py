@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sae_explorer import hub
-from sae_explorer.checkpoint import HUB_PREFIXES
+from sae_explorer.checkpoints.hub import HUB_PREFIXES
 from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.explorer import Explorer
 from sae_explorer.progress import Progress

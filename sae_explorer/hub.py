@@ -51,7 +51,7 @@ _CLIP_TAG = re.compile(r"^(ViT|RN)[A-Za-z0-9~\-]*$")
 def parse_msae_filename(path: str) -> MsaeFile | None:
     """Describe one repo path; None when it is not an MSAE SAE checkpoint (README, concept
     files...). The name itself is parsed by the checkpoint adapter's own parser."""
-    from sae_explorer.formats.msae import parse_msae_filename as parse_name
+    from sae_explorer.checkpoints.msae import parse_msae_filename as parse_name
 
     name = Path(path).name
     if not name.endswith((".pth", ".pt")) or name.startswith("Concept_Interpreter"):

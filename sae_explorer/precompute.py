@@ -899,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from tqdm import tqdm
 
-    from sae_explorer.checkpoint import load_sae
+    from sae_explorer.checkpoints import load_sae
     from sae_explorer.corpus import load_corpus
     from sae_explorer.encoder import load_encoder
 

@@ -25,18 +25,28 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+Activation = Literal[
+    "ReLU", "Identity", "TopK", "TopKReLU", "TopKabs", "TopKabsReLU", "AbsTopK", "JumpReLU"
+]
+Inference = Literal["full", "topk"]
+InputNorm = Literal["none", "layer_norm", "constant_norm_rescale"]
+NestingBy = Literal["k", "width"]
+
 
 class ActivationSpec(NamedTuple):
-    """How an activation name behaves: TopK selection, selection on |pre|, ReLU on the kept values."""
+    """How an activation name behaves: TopK selection, selection on |pre|, ReLU on the kept values,
+    signed values kept (selection on |pre| but the value is ``pre``), a per-latent threshold."""
 
     top_k: bool
     use_abs: bool
     relu: bool
+    signed: bool = False
+    jump: bool = False
 
 
 ACTIVATIONS: dict[str, ActivationSpec] = {
@@ -46,7 +56,14 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "TopKReLU": ActivationSpec(top_k=True, use_abs=False, relu=True),
     "TopKabs": ActivationSpec(top_k=True, use_abs=True, relu=False),
     "TopKabsReLU": ActivationSpec(top_k=True, use_abs=True, relu=True),
+    # SAELens ``abstopk``: the k largest |pre|, keeping their signed values.
+    "AbsTopK": ActivationSpec(top_k=True, use_abs=True, relu=False, signed=True),
+    # SAELens ``jumprelu``: relu(pre) where pre > threshold (a tensor, one value per latent).
+    "JumpReLU": ActivationSpec(top_k=False, use_abs=False, relu=True, jump=True),
 }
+INFERENCES = ("full", "topk")
+INPUT_NORMS = ("none", "layer_norm", "constant_norm_rescale")
+NESTINGS = ("k", "width")
 
 WEIGHTINGS = ("RW", "UW")
 NORM_EPS = 1e-5  # MSAE's normalize_data eps
@@ -80,18 +97,29 @@ class SAEConfig:
     """Input dimension (the CLIP embedding width)."""
     n_latents: int
     """Number of latents (dictionary size)."""
-    activation: str = "TopKReLU"
-    """One of ReLU, Identity, TopK, TopKReLU, TopKabs, TopKabsReLU (MSAE names)."""
+    activation: Activation = "TopKReLU"
+    """MSAE's names (ReLU, Identity, TopK, TopKReLU, TopKabs, TopKabsReLU) plus SAELens' AbsTopK
+    and JumpReLU (a per-latent ``threshold`` tensor)."""
     k: int | None = None
-    """Latents kept by the TopK activations; for a Matryoshka SAE the first nesting level."""
+    """Latents kept by the TopK activations; for a k-nested Matryoshka SAE the first level."""
     nesting_list: tuple[int, ...] | None = None
-    """Matryoshka levels (sorted k values sharing one encoder/decoder); None for a plain SAE."""
+    """Matryoshka levels: sorted k values (MSAE, ``nesting_by="k"``) or dictionary-width prefixes
+    (SAELens, ``nesting_by="width"``) sharing one encoder/decoder; None for a plain SAE."""
     relative_importance: tuple[float, ...] | None = None
     """Matryoshka per-level loss weights (training only); defaults to uniform."""
     tied: bool = False
     """Decoder is the encoder's transpose."""
-    normalize: bool = False
-    """Per-sample normalisation inside the model (subtract mean, divide by std + 1e-5)."""
+    input_norm: InputNorm = "none"
+    """Per-sample normalisation inside the model: ``layer_norm`` (MSAE/OpenAI/SAELens: subtract
+    the mean, divide by std + 1e-5, undone on decode) or ``constant_norm_rescale`` (SAELens: scale
+    to norm sqrt(n_inputs), undone on decode)."""
+    inference: Inference = "full"
+    """What ``encode`` returns for TopK activations: ``full`` latents without the TopK selection
+    (MSAE's inference convention) or the ``topk`` codes the activation keeps (SAELens, OpenAI,
+    saev). Other activations have one answer and take ``full``."""
+    nesting_by: NestingBy = "k"
+    """How ``nesting_list`` nests: by number of active latents (MSAE) or by dictionary width
+    (SAELens Matryoshka: level j is latents ``[0, nesting_list[j])``)."""
     soft_cap: float = 0.0
     """Soft cap ``c * tanh(z / c)`` on latent values; 0 turns it off."""
     scaling_factor: float = 1.0
@@ -107,8 +135,21 @@ class SAEConfig:
                 f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}"
             )
         spec = ACTIVATIONS[self.activation]
+        for name, allowed in (
+            ("inference", INFERENCES),
+            ("input_norm", INPUT_NORMS),
+            ("nesting_by", NESTINGS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}")
+        if self.inference == "topk" and not spec.top_k:
+            raise ValueError(
+                f"inference='topk' needs a TopK activation, got {self.activation!r} (use 'full')"
+            )
         nesting = self.nesting_list
-        if nesting is not None:
+        if nesting is not None and self.nesting_by == "width":
+            self._check_width_nesting(tuple(int(n) for n in nesting))
+        elif nesting is not None:
             nesting = tuple(int(n) for n in nesting)
             if not spec.top_k:
                 raise ValueError(
@@ -134,6 +175,8 @@ class SAEConfig:
                 object.__setattr__(self, "relative_importance", weights)
         elif self.relative_importance is not None:
             raise ValueError("relative_importance is only meaningful with a nesting_list")
+        elif self.nesting_by != "k":
+            raise ValueError("nesting_by='width' needs a nesting_list of dictionary widths")
         if spec.top_k:
             if self.k is None or isinstance(self.k, bool) or not 1 <= int(self.k) <= self.n_latents:
                 raise ValueError(
@@ -149,6 +192,22 @@ class SAEConfig:
             raise ValueError(f"scaling_factor must be finite and > 0, got {self.scaling_factor}")
         object.__setattr__(self, "soft_cap", float(self.soft_cap))
         object.__setattr__(self, "scaling_factor", float(self.scaling_factor))
+
+    def _check_width_nesting(self, widths: tuple[int, ...]) -> None:
+        if not widths or list(widths) != sorted(set(widths)) or widths[0] < 1:
+            raise ValueError(f"Matryoshka widths must be strictly increasing, got {widths}")
+        if widths[-1] != self.n_latents:
+            raise ValueError(
+                f"the last Matryoshka width must be n_latents={self.n_latents}, got {widths}"
+            )
+        if self.relative_importance is not None:
+            raise ValueError("relative_importance is only used with nesting_by='k'")
+        object.__setattr__(self, "nesting_list", widths)
+
+    @property
+    def normalize(self) -> bool:
+        """Per-sample layer norm inside the model (MSAE's ``normalize`` flag)."""
+        return self.input_norm == "layer_norm"
 
     @classmethod
     def matryoshka(
@@ -174,7 +233,8 @@ class SAEConfig:
 
     @property
     def levels(self) -> tuple[int, ...]:
-        """k of each sparse level used in training: the nesting list, ``(k,)``, or ``(n_latents,)``."""
+        """k of each sparse level used in training: the nesting list, ``(k,)``, or ``(n_latents,)``;
+        for width nesting, the dictionary widths."""
         if self.nesting_list is not None:
             return self.nesting_list
         return (self.k,) if self.k is not None else (self.n_latents,)
@@ -189,7 +249,16 @@ class SAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> SAEConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are a ``ValueError`` naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys are a ``ValueError`` naming them. The boolean
+        ``normalize`` of schema-1 configs reads as ``input_norm``."""
+        if "normalize" in data:
+            data = dict(data)
+            legacy = data.pop("normalize")
+            if not isinstance(legacy, bool) or "input_norm" in data:
+                raise ValueError(
+                    f"legacy 'normalize' must be a bool without 'input_norm': {legacy!r}"
+                )
+            data["input_norm"] = "layer_norm" if legacy else "none"
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -201,10 +270,12 @@ class SAEConfig:
 
 
 class NormStats(NamedTuple):
-    """Per-sample statistics of the model-space input when ``cfg.normalize`` is on."""
+    """Per-sample statistics of the model-space input under ``cfg.input_norm``: the model sees
+    ``(x - mu) / (std + eps)`` and decodes ``y * std + mu``."""
 
     mu_b1: Tensor
     std_b1: Tensor
+    eps: float = NORM_EPS
 
 
 class InputStats(NamedTuple):
@@ -285,12 +356,27 @@ class SAE(nn.Module):
             self.register_parameter("decoder", None)
         else:
             self.decoder = nn.Parameter(w_ld.clone())
+        if ACTIVATIONS[cfg.activation].jump:
+            self.threshold = nn.Parameter(torch.zeros(n))
+        else:
+            self.register_parameter("threshold", None)
         self.register_buffer("mean", torch.zeros(d))
         self.source_format: str = "random"
         self.source: str = ""
         self.provenance: dict = {}
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def weight_shapes(cls, cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
+        """The named tensors an SAE of ``cfg`` is made of, with their shapes."""
+        d, n = cfg.n_inputs, cfg.n_latents
+        shapes = {"pre_bias": (d,), "encoder": (d, n), "latent_bias": (n,), "mean": (d,)}
+        if not cfg.tied:
+            shapes["decoder"] = (n, d)
+        if ACTIVATIONS[cfg.activation].jump:
+            shapes["threshold"] = (n,)
+        return shapes
+
     @classmethod
     def from_tensors(
         cls,
@@ -300,41 +386,39 @@ class SAE(nn.Module):
         source_format: str = "sae-explorer",
         source: str = "",
         provenance: dict | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> SAE:
         """Build from named tensors (``pre_bias``, ``encoder``, ``latent_bias``, ``decoder``
-        unless tied, optional ``mean``), checking names, shapes and finiteness."""
-        d, n = cfg.n_inputs, cfg.n_latents
-        expected = {"pre_bias": (d,), "encoder": (d, n), "latent_bias": (n,)}
-        if not cfg.tied:
-            expected["decoder"] = (n, d)
-        missing = sorted(set(expected) - set(tensors))
+        unless tied, ``threshold`` for JumpReLU, optional ``mean``), checking names, shapes and
+        finiteness. The tensors are moved to ``device``/``dtype`` (default: where they are, fp32)
+        and used as they are: no random initialisation is built and thrown away, and a tensor
+        already on the right device and dtype is not copied."""
+        shapes = cls.weight_shapes(cfg)
+        required = [name for name in shapes if name != "mean"]
+        missing = sorted(set(required) - set(tensors))
         if missing:
             raise ValueError(f"SAE weights are missing {missing} (have {sorted(tensors)})")
         if cfg.tied and "decoder" in tensors:
             raise ValueError("config says tied=True but the weights contain a separate decoder")
+        dtype = torch.float32 if dtype is None else dtype
+        if not dtype.is_floating_point:
+            raise ValueError(f"SAE dtype must be a float type, got {dtype}")
+        values = {name: tensors[name] for name in required}
         mean = tensors.get("mean", torch.zeros(()))
-        mean = torch.as_tensor(mean, dtype=torch.float32)
-        if mean.ndim == 0:
-            mean = mean.expand(d)
-        expected_all = {**expected, "mean": (d,)}
-        values = {**{k: tensors[k] for k in expected}, "mean": mean}
-        for name, shape in expected_all.items():
-            tensor = values[name]
-            if not isinstance(tensor, Tensor):
-                raise ValueError(f"weight {name!r} is a {type(tensor).__name__}, not a tensor")
-            if tuple(tensor.shape) != shape:
-                raise ValueError(
-                    f"weight {name!r} has shape {tuple(tensor.shape)}, expected {shape} "
-                    f"for n_inputs={d}, n_latents={n}"
-                )
-            if not tensor.is_floating_point():
-                raise ValueError(f"weight {name!r} has dtype {tensor.dtype}, expected a float type")
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"weight {name!r} contains NaN or infinite values")
-        sae = cls(cfg)
-        with torch.no_grad():
-            for name in expected_all:
-                getattr(sae, name).copy_(values[name].to(torch.float32))
+        mean = torch.as_tensor(mean)
+        values["mean"] = mean.expand(cfg.n_inputs) if mean.ndim == 0 else mean
+        for name, shape in shapes.items():
+            _check_weight(name, values[name], shape, cfg)
+        with torch.device("meta"):
+            sae = cls(cfg)
+        for name, tensor in values.items():
+            # contiguous: the same SAE computes the same bits whichever layout its file used
+            tensor = tensor.to(device=device, dtype=dtype).contiguous()
+            if name == "mean":
+                sae.mean = tensor
+            else:
+                setattr(sae, name, nn.Parameter(tensor, requires_grad=False))
         sae.source_format = source_format
         sae.source = source
         sae.provenance = dict(provenance or {})
@@ -350,6 +434,8 @@ class SAE(nn.Module):
         }
         if self.decoder is not None:
             out["decoder"] = self.decoder
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
         return {k: v.detach() for k, v in out.items()}
 
     # ------------------------------------------------------------------ properties
@@ -377,7 +463,8 @@ class SAE(nn.Module):
         digest.update(json.dumps(self.cfg.to_dict(), sort_keys=True).encode())
         for name, tensor in sorted(self.tensors().items()):
             digest.update(name.encode())
-            digest.update(tensor.to("cpu", torch.float32).contiguous().numpy().tobytes())
+            array = tensor.to("cpu", torch.float32).contiguous().numpy()
+            digest.update(memoryview(array).cast("B"))  # no bytes copy of a large matrix
         return digest.hexdigest()
 
     @property
@@ -418,19 +505,25 @@ class SAE(nn.Module):
         return x_bd / self.cfg.scaling_factor + self.mean
 
     def normalization_stats(self, xm_bd: Tensor) -> NormStats | None:
-        """Per-sample mean/std of a model-space batch when ``cfg.normalize``; else None."""
-        if not self.cfg.normalize:
-            return None
-        mu_b1 = xm_bd.mean(dim=-1, keepdim=True)
-        std_b1 = (xm_bd - mu_b1).std(dim=-1, keepdim=True)
-        return NormStats(mu_b1, std_b1)
+        """Per-sample statistics of a model-space batch under ``cfg.input_norm``; else None.
+
+        ``layer_norm``: mean and (unbiased) std, eps 1e-5 (MSAE, OpenAI, SAELens);
+        ``constant_norm_rescale``: no shift, scale ``|x| / sqrt(n_inputs)`` (SAELens)."""
+        if self.cfg.input_norm == "layer_norm":
+            mu_b1 = xm_bd.mean(dim=-1, keepdim=True)
+            std_b1 = (xm_bd - mu_b1).std(dim=-1, keepdim=True)
+            return NormStats(mu_b1, std_b1)
+        if self.cfg.input_norm == "constant_norm_rescale":
+            scale_b1 = xm_bd.norm(dim=-1, keepdim=True) / math.sqrt(self.n_inputs)
+            return NormStats(torch.zeros_like(scale_b1), scale_b1, 0.0)
+        return None
 
     def normalize_model(self, xm_bd: Tensor, stats: NormStats | None) -> Tensor:
         """Per-sample normalisation (MSAE ``normalize_data``) of a model-space batch, given its
         :meth:`normalization_stats`; the identity when the SAE does not normalise (stats None)."""
         if stats is None:
             return xm_bd
-        return (xm_bd - stats.mu_b1) / (stats.std_b1 + NORM_EPS)
+        return (xm_bd - stats.mu_b1) / (stats.std_b1 + stats.eps)
 
     def pre_activations_model(self, xm_bd: Tensor, stats: NormStats | None = None) -> Tensor:
         """``(x - pre_bias) @ encoder + latent_bias`` on a (normalised) model-space batch."""
@@ -439,45 +532,72 @@ class SAE(nn.Module):
             return torch.addmm(self.latent_bias, xc_bd, self.encoder)
         return xc_bd @ self.encoder + self.latent_bias
 
-    def full_latents(self, pre_bl: Tensor, inplace: bool = False) -> Tensor:
+    def full_latents(
+        self, pre_bl: Tensor, inplace: bool = False, latent_ids: Tensor | None = None
+    ) -> Tensor:
         """Activation without TopK selection (MSAE ``forward_eval``), not yet capped.
-        ``inplace`` overwrites ``pre_bl`` (for callers that do not need it afterwards)."""
+        ``inplace`` overwrites ``pre_bl`` (for callers that do not need it afterwards);
+        ``latent_ids`` names the latents of ``pre_bl``'s columns when it holds only some of them
+        (JumpReLU thresholds are per latent)."""
         spec = ACTIVATIONS[self.cfg.activation]
-        if inplace and not pre_bl.requires_grad:
-            if spec.use_abs:
-                pre_bl.abs_()
-            return pre_bl.relu_() if spec.relu else pre_bl
-        z_bl = pre_bl.abs() if spec.use_abs else pre_bl
-        return torch.relu(z_bl) if spec.relu else z_bl
+        mask_bl = None
+        if spec.jump:
+            threshold = self.threshold if latent_ids is None else self.threshold[latent_ids]
+            mask_bl = pre_bl > threshold
+        inplace = inplace and not pre_bl.requires_grad
+        z_bl = pre_bl
+        if spec.use_abs and not spec.signed:
+            z_bl = z_bl.abs_() if inplace else z_bl.abs()
+        if spec.relu:
+            z_bl = z_bl.relu_() if inplace else torch.relu(z_bl)
+        if mask_bl is not None:
+            z_bl = z_bl.mul_(mask_bl) if inplace else z_bl * mask_bl
+        return z_bl
 
     def cap(self, z_bl: Tensor) -> Tensor:
         """Soft cap ``c * tanh(z / c)``; identity when ``soft_cap == 0``."""
         c = self.cfg.soft_cap
         return c * torch.tanh(z_bl / c) if c > 0 else z_bl
 
+    def _topk_ks(self) -> tuple[int, ...]:
+        """The k of each TopK selection the model makes: MSAE's nesting list, else ``(k,)``."""
+        if not ACTIVATIONS[self.cfg.activation].top_k:
+            return ()
+        if self.cfg.nesting_list is not None and self.cfg.nesting_by == "k":
+            return self.cfg.nesting_list
+        return (self.cfg.k,)
+
     def _top_codes(self, pre_bl: Tensor) -> tuple[Tensor, Tensor] | None:
         """Capped values and indices of the largest partial TopK level (sorted descending)."""
         spec = ACTIVATIONS[self.cfg.activation]
-        partial = [k for k in self.cfg.levels if k < self.n_latents] if spec.top_k else []
+        partial = [k for k in self._topk_ks() if k < self.n_latents]
         if not partial:
             return None
         scores_bl = pre_bl.abs() if spec.use_abs else pre_bl
         values_bk, indices_bk = scores_bl.topk(max(partial), dim=-1, sorted=True)
+        if spec.signed:
+            values_bk = pre_bl.gather(-1, indices_bk)
         if spec.relu:
             values_bk = torch.relu(values_bk)
         return self.cap(values_bk), indices_bk
 
     def _has_full_level(self) -> bool:
-        return not ACTIVATIONS[self.cfg.activation].top_k or self.cfg.levels[-1] == self.n_latents
+        ks = self._topk_ks()
+        return not ks or ks[-1] == self.n_latents
 
     def level_codes(self, pre_bl: Tensor) -> list[Tensor]:
         """Dense capped codes [b, n_latents] per level (TopK of each nesting k, smallest first;
-        one level for plain SAEs). A level with ``k == n_latents`` is the full activation."""
+        one level for plain SAEs). A level with ``k == n_latents`` is the full activation. For
+        width nesting, the model's code restricted to each width prefix."""
+        if self.cfg.nesting_by == "width" and self.cfg.nesting_list is not None:
+            codes_bl = self.sparse_codes(pre_bl)
+            ids_l = torch.arange(self.n_latents, device=pre_bl.device)
+            return [codes_bl * (ids_l < w) for w in self.cfg.nesting_list]
         codes = []
         top = self._top_codes(pre_bl)
         if top is not None:
             values_bk, indices_bk = top
-            for k in self.cfg.levels:
+            for k in self._topk_ks():
                 if k < self.n_latents:
                     zeros_bl = torch.zeros_like(pre_bl)
                     codes.append(zeros_bl.scatter(-1, indices_bk[:, :k], values_bk[:, :k]))
@@ -489,7 +609,9 @@ class SAE(nn.Module):
         """Dense capped codes of the last (largest) level: the model's own sparse code."""
         if self._has_full_level():
             return self.cap(self.full_latents(pre_bl))
-        return self.level_codes(pre_bl)[-1]
+        values_bk, indices_bk = self._top_codes(pre_bl)
+        k = self._topk_ks()[-1]
+        return torch.zeros_like(pre_bl).scatter(-1, indices_bk[:, :k], values_bk[:, :k])
 
     def decode_model(self, z_bl: Tensor, stats: NormStats | None = None) -> Tensor:
         """Latents -> model space, undoing per-sample normalisation when stats are given."""
@@ -507,13 +629,16 @@ class SAE(nn.Module):
         """
         stats = self.normalization_stats(xm_bd)
         pre_bl = self.pre_activations_model(xm_bd, stats)
+        if self.cfg.nesting_by == "width" and self.cfg.nesting_list is not None:
+            recons = [self.decode_model(z_bl, stats) for z_bl in self.level_codes(pre_bl)]
+            return LevelOutput(pre_bl, recons, None, None, None)
         limit = self.n_latents // 32 if sparse_decode_max_k is None else sparse_decode_max_k
         top = self._top_codes(pre_bl)
         recons: list[Tensor] = []
         values_bk = indices_bk = full_bl = None
         if top is not None:
             values_bk, indices_bk = top
-            partial = [k for k in self.cfg.levels if k < self.n_latents]
+            partial = [k for k in self._topk_ks() if k < self.n_latents]
             w_ld = self.W_dec if self.decoder is not None else self.W_dec.contiguous()
             running_bd, done = None, 0
             for k in partial:
@@ -539,40 +664,72 @@ class SAE(nn.Module):
         return LevelOutput(pre_bl, recons, values_bk, indices_bk, full_bl)
 
     # ------------------------------------------------------------------ input (CLIP) space
-    def encode(self, x_bd: Tensor, topk: int | None = None) -> Tensor:
-        """Full latents [b, n_latents] of CLIP-space inputs [b, n_inputs] (reference
-        ``SAE.encode(x, topk)[1]``): activation without TopK selection, soft-capped; with
-        ``topk`` only the k largest are kept (None, or <= 0 like the reference's -1: keep all)."""
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    def _model_inputs(self, x_bd: Tensor) -> tuple[Tensor, NormStats | None]:
+        """Checked, cast to the SAE's dtype (as SAELens casts), preprocessed; with norm stats."""
         self._check_inputs(x_bd)
-        xm_bd = self.preprocess(x_bd)
-        pre_bl = self.pre_activations_model(xm_bd, self.normalization_stats(xm_bd))
-        z_bl = self.full_latents(pre_bl, inplace=True)  # pre_bl is not used again
+        xm_bd = self.preprocess(x_bd.to(self.dtype))
+        return xm_bd, self.normalization_stats(xm_bd)
+
+    def encode(self, x_bd: Tensor, topk: int | None = None) -> Tensor:
+        """Latents [b, n_latents] of CLIP-space inputs [b, n_inputs], as the checkpoint's own
+        library encodes them: with ``cfg.inference == "full"`` (MSAE: reference
+        ``SAE.encode(x, topk)[1]``) the activation without TopK selection, soft-capped; with
+        ``"topk"`` (SAELens, OpenAI, saev TopK) the k-sparse codes. With ``topk`` only the k
+        largest are kept (None, or <= 0 like the reference's -1: keep all)."""
+        xm_bd, stats = self._model_inputs(x_bd)
+        pre_bl = self.pre_activations_model(xm_bd, stats)
+        if self.cfg.inference == "topk":
+            z_bl = self.sparse_codes(pre_bl)
+        else:
+            z_bl = self.cap(self.full_latents(pre_bl, inplace=True))  # pre_bl is not used again
         if topk is not None and 0 < topk < self.n_latents:
             z_bl = keep_topk(z_bl, topk)
-        return self.cap(z_bl)
+        return z_bl
+
+    def encode_full(self, x_bd: Tensor) -> Tensor:
+        """The full latents [b, n_latents] (activation without TopK selection, capped) whatever
+        ``cfg.inference`` says: what MSAE shows at inference, and a TopK SAE's pre-selection view."""
+        xm_bd, stats = self._model_inputs(x_bd)
+        return self.cap(self.full_latents(self.pre_activations_model(xm_bd, stats), inplace=True))
+
+    def latent_activations(self, x_bd: Tensor, latent_ids: Sequence[int] | Tensor) -> Tensor:
+        """``encode(x_bd)[:, latent_ids]`` [b, m], computing only those latents when the
+        activation allows it (no TopK selection at inference)."""
+        ids = torch.as_tensor(latent_ids, dtype=torch.long, device=self.device)
+        if self.cfg.inference == "topk":
+            return self.encode(x_bd)[:, ids]
+        xm_bd, stats = self._model_inputs(x_bd)
+        xc_bd = self.normalize_model(xm_bd, stats) - self.pre_bias
+        pre_bm = xc_bd @ self.encoder[:, ids] + self.latent_bias[ids]
+        return self.cap(self.full_latents(pre_bm, inplace=True, latent_ids=ids))
 
     def decode(self, z_bl: Tensor, stats: NormStats | None = None) -> Tensor:
         """Latents [b, n_latents] -> CLIP space [b, n_inputs].
 
-        With ``cfg.normalize`` the per-sample statistics of the original input are needed to
+        With ``cfg.input_norm`` the per-sample statistics of the original input are needed to
         undo the normalisation; without ``stats`` the result keeps the normalised scale (zero
         mean, unit std per sample in model space). :meth:`forward` passes them.
         """
         if z_bl.shape[-1] != self.n_latents:
             raise ValueError(f"expected latents of width {self.n_latents}, got {tuple(z_bl.shape)}")
-        return self.postprocess(self.decode_model(z_bl, stats))
+        return self.postprocess(self.decode_model(z_bl.to(self.dtype), stats))
 
     def forward(self, x_bd: Tensor, topk: int | None = None) -> SAEOutput:
         """Encode and decode (reference wrapper ``forward``), plus the model's sparse codes."""
-        self._check_inputs(x_bd)
-        xm_bd = self.preprocess(x_bd)
-        stats = self.normalization_stats(xm_bd)
+        xm_bd, stats = self._model_inputs(x_bd)
         pre_bl = self.pre_activations_model(xm_bd, stats)
-        z_bl = self.full_latents(pre_bl)
+        codes_bl = self.sparse_codes(pre_bl)
+        z_bl = codes_bl if self.cfg.inference == "topk" else self.cap(self.full_latents(pre_bl))
         if topk is not None and 0 < topk < self.n_latents:
             z_bl = keep_topk(z_bl, topk)
-        z_bl = self.cap(z_bl)
-        codes_bl = self.sparse_codes(pre_bl)
         return SAEOutput(
             z_bl=z_bl,
             x_hat_bd=self.postprocess(self.decode_model(z_bl, stats)),
@@ -611,10 +768,16 @@ class SAE(nn.Module):
     def latent_levels(self, z_bl: Tensor) -> Tensor:
         """int64 [b, n_latents]: for each input, the index of the first Matryoshka level whose
         TopK keeps the latent (rank among the input's latents < that level's k, value non-zero);
-        -1 if no level keeps it, and everywhere -1 without a nesting list."""
+        -1 if no level keeps it, and everywhere -1 without a nesting list. With width nesting
+        (SAELens Matryoshka) the level is the first width prefix holding the latent."""
         levels_bl = torch.full(z_bl.shape, -1, dtype=torch.int64, device=z_bl.device)
         if self.nesting_list is None:
             return levels_bl
+        if self.cfg.nesting_by == "width":  # level j holds latents [widths[j-1], widths[j])
+            widths = torch.tensor(self.nesting_list, device=z_bl.device)
+            ids_l = torch.arange(self.n_latents, device=z_bl.device)
+            level_l = torch.searchsorted(widths, ids_l, right=True)
+            return torch.where(z_bl != 0, level_l.expand_as(levels_bl), levels_bl)
         order_bl = z_bl.argsort(dim=-1, descending=True, stable=True)
         rank_bl = torch.empty_like(order_bl)
         positions = torch.arange(z_bl.shape[-1], device=z_bl.device).expand_as(order_bl)
@@ -635,7 +798,12 @@ class SAE(nn.Module):
         n = ids.numel()
         cfg = self.cfg
         changes: dict = {"n_latents": n}
-        if cfg.nesting_list is not None:
+        if cfg.nesting_list is not None and cfg.nesting_by == "width":
+            # width prefixes do not survive an arbitrary selection of latents
+            changes.update(nesting_list=None, nesting_by="k")
+            if cfg.k is not None:
+                changes["k"] = min(cfg.k, n)
+        elif cfg.nesting_list is not None:
             nesting = tuple(sorted({min(k, n) for k in cfg.nesting_list}))
             weights = cfg.relative_importance
             if weights is not None:
@@ -649,6 +817,8 @@ class SAE(nn.Module):
         tensors["latent_bias"] = tensors["latent_bias"][ids]
         if "decoder" in tensors:
             tensors["decoder"] = tensors["decoder"][ids]
+        if "threshold" in tensors:
+            tensors["threshold"] = tensors["threshold"][ids]
         provenance = {
             **self.provenance,
             "pruned_from": self.content_hash,
@@ -660,6 +830,8 @@ class SAE(nn.Module):
             source_format=self.source_format,
             source=self.source,
             provenance=provenance,
+            device=self.device,
+            dtype=self.dtype,
         )
 
     def overcomplete(self) -> OvercompleteView:
@@ -677,6 +849,25 @@ def relative_importance_for_pruned(
     return tuple(kept[k] for k in sorted(kept))
 
 
+def _check_weight(name: str, tensor: object, shape: tuple[int, ...], cfg: SAEConfig) -> None:
+    """ValueError unless ``tensor`` is a finite float tensor of ``shape`` (checked in blocks, so a
+    large matrix costs no full-size temporary)."""
+    if not isinstance(tensor, Tensor):
+        raise ValueError(f"weight {name!r} is a {type(tensor).__name__}, not a tensor")
+    if tuple(tensor.shape) != shape:
+        raise ValueError(
+            f"weight {name!r} has shape {tuple(tensor.shape)}, expected {shape} "
+            f"for n_inputs={cfg.n_inputs}, n_latents={cfg.n_latents}"
+        )
+    if not tensor.is_floating_point():
+        raise ValueError(f"weight {name!r} has dtype {tensor.dtype}, expected a float type")
+    flat = tensor.reshape(-1) if tensor.is_contiguous() else tensor.t().reshape(-1)
+    block = 1 << 20
+    for start in range(0, flat.numel(), block):
+        if not torch.isfinite(flat[start : start + block]).all():
+            raise ValueError(f"weight {name!r} contains NaN or infinite values")
+
+
 def keep_topk(z_bl: Tensor, k: int) -> Tensor:
     """Zero all but the k largest values per row."""
     values, indices = z_bl.topk(k, dim=-1)
@@ -686,28 +877,54 @@ def keep_topk(z_bl: Tensor, k: int) -> Tensor:
 class OvercompleteView(nn.Module):
     """The ``overcomplete`` SAE API on top of an :class:`SAE` (CLIP space in and out).
 
-    ``pre_codes`` are the pre-activations, ``codes`` the model's sparse codes (TopK with k, the
-    largest Matryoshka level, or the ReLU), as overcomplete's TopKSAE returns them.
+    ``encode`` returns ``(pre_codes, codes)``: the pre-activations and the model's sparse codes
+    (TopK with k, the largest Matryoshka level, the ReLU or JumpReLU), as overcomplete's
+    ``TopKSAE`` does; ``forward`` returns ``(pre_codes, codes, x_hat)``. overcomplete decodes with
+    ``z @ get_dictionary()``; this SAE also adds its decoded biases, so here
+    ``decode(z) == z @ get_dictionary() + bias`` for every SAE (``bias == decode(0)``).
     """
 
     def __init__(self, sae: SAE) -> None:
         super().__init__()
         self.sae = sae
 
+    @property
+    def nb_concepts(self) -> int:
+        return self.sae.n_latents
+
+    @property
+    def input_shape(self) -> int:
+        return self.sae.n_inputs
+
+    @property
+    def top_k(self) -> int | None:
+        """Latents kept per input by a TopK SAE (its largest level); None for ReLU/JumpReLU."""
+        ks = self.sae._topk_ks()
+        return ks[-1] if ks else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.sae.device
+
     def encode(self, x_bd: Tensor) -> OvercompleteEncoding:
-        self.sae._check_inputs(x_bd)
-        xm_bd = self.sae.preprocess(x_bd)
-        pre_bl = self.sae.pre_activations_model(xm_bd, self.sae.normalization_stats(xm_bd))
+        xm_bd, stats = self.sae._model_inputs(x_bd)
+        pre_bl = self.sae.pre_activations_model(xm_bd, stats)
         return OvercompleteEncoding(pre_bl, self.sae.sparse_codes(pre_bl))
 
     def decode(self, z_bl: Tensor) -> Tensor:
         return self.sae.decode(z_bl)
 
     def forward(self, x_bd: Tensor) -> OvercompleteOutput:
-        xm_bd = self.sae.preprocess(x_bd)
-        stats = self.sae.normalization_stats(xm_bd)
-        pre_codes, codes = self.encode(x_bd)
-        return OvercompleteOutput(pre_codes, codes, self.sae.decode(codes, stats))
+        xm_bd, stats = self.sae._model_inputs(x_bd)
+        pre_bl = self.sae.pre_activations_model(xm_bd, stats)
+        codes_bl = self.sae.sparse_codes(pre_bl)
+        return OvercompleteOutput(pre_bl, codes_bl, self.sae.decode(codes_bl, stats))
 
     def get_dictionary(self) -> Tensor:
-        return self.sae.get_dictionary()
+        """Concept directions [nb_concepts, n_inputs] in the input space: ``decode``'s matrix."""
+        return self.sae.W_dec.detach() / self.sae.cfg.scaling_factor
+
+    @property
+    def bias(self) -> Tensor:
+        """What ``decode`` adds to ``z @ get_dictionary()``: ``pre_bias / scaling_factor + mean``."""
+        return self.sae.postprocess(self.sae.pre_bias.detach())

@@ -99,7 +99,7 @@ class TrainConfig:
     def sae_config(self, n_inputs: int, scaling_factor: float) -> SAEConfig:
         common = dict(
             tied=self.tied,
-            normalize=self.normalize,
+            input_norm="layer_norm" if self.normalize else "none",
             soft_cap=self.soft_cap,
             scaling_factor=scaling_factor,
         )
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m sae_explorer train --data X.npy --out DIR [options]``."""
     from tqdm import tqdm
 
-    from sae_explorer.checkpoint import save_sae
+    from sae_explorer.checkpoints import save_sae
 
     args = _parser().parse_args(argv)
     try:

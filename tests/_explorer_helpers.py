@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from sae_explorer.checkpoint import load_sae
+from sae_explorer.checkpoints import load_sae
 from sae_explorer.corpus import load_corpus
 from sae_explorer.encoder import load_encoder
 from sae_explorer.explorer import Explorer, Sources

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sae_explorer import SAE, SAEConfig, checkpoint, load_sae, save_sae
-from sae_explorer.formats import UnsafeCheckpointError
-from sae_explorer.formats.msae import parse_msae_filename
+from sae_explorer import SAE, SAEConfig, checkpoints, load_sae, save_sae
+from sae_explorer.checkpoints import UnsafeCheckpointError
+from sae_explorer.checkpoints.msae import parse_msae_filename
 
 D, N = 10, 40
 
@@ -64,7 +64,7 @@ def assert_project_round_trip(sae: SAE, tmp_path: Path) -> SAE:
     "cfg",
     [
         SAEConfig.matryoshka(D, N, 4, soft_cap=3.0, scaling_factor=2.5),
-        SAEConfig(D, N, activation="ReLU", tied=True, normalize=True),
+        SAEConfig(D, N, activation="ReLU", tied=True, input_norm="layer_norm"),
         SAEConfig(D, N, activation="TopKabs", k=7),
     ],
     ids=["matryoshka", "relu-tied-normalized", "topkabs"],
@@ -77,14 +77,14 @@ def test_project_format_round_trip(cfg, tmp_path):
         sae.latent_bias.normal_()
     again = assert_project_round_trip(sae, tmp_path)
     config = json.loads((tmp_path / "converted" / "config.json").read_text())
-    assert config["schema"] == checkpoint.SCHEMA and config["architecture"] == cfg.architecture
+    assert config["schema"] == checkpoints.SCHEMA and config["architecture"] == cfg.architecture
     assert config["preprocessing"]["mean_centered"] is True
     assert torch.equal(again.mean, sae.mean)
     assert not list((tmp_path / "converted").glob("*.tmp"))
 
 
 def test_builtin_source_resolves_to_checkpoints_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "BUILTIN_DPATH", tmp_path)
+    monkeypatch.setattr(checkpoints, "BUILTIN_DPATH", tmp_path)
     sae = SAE(SAEConfig(D, N, activation="ReLU"))
     save_sae(sae, tmp_path / "builtin-toy" / "sae")
     loaded = load_sae("builtin:toy")
@@ -310,8 +310,10 @@ def test_saelens_topk_round_trip(tmp_path, style):
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        ({"architecture": "jumprelu"}, "architecture 'jumprelu' is not supported"),
-        ({"normalize_activations": "expected_average_only_in"}, "normalize_activations"),
+        ({"architecture": "gated"}, "a Gated SAE"),
+        ({"architecture": "batchtopk"}, "save_inference_model"),
+        ({"architecture": "mystery"}, "architecture 'mystery' is not supported"),
+        ({"normalize_activations": "whiten_everything"}, "normalize_activations"),
         ({"architecture": "topk"}, "integer k"),
         ({"d_in": 11}, r"cfg.json says d_in=11"),
     ],
@@ -384,8 +386,7 @@ def test_openai_topk_normalized(tmp_path):
         "pre_bias": w["pre_bias"],
         "latent_bias": w["latent_bias"],
         "activation": "TopK",
-        "activation_state_dict": {"k": 6},
-        "normalize": True,
+        "activation_state_dict": {"k": 6, "postact_fn": "ReLU"},
     }
     torch.save(state, tmp_path / "oa.pt")
     sae = load_sae(tmp_path / "oa.pt")
@@ -489,16 +490,21 @@ def test_bad_files_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not an MSAE checkpoint"):
         torch.save({"model": [1, 2]}, tmp_path / "list.pt")
         load_sae(tmp_path / "list.pt")
-    with pytest.raises(ValueError, match="not a recognised SAE checkpoint"):
+    with pytest.raises(ValueError, match="not an SAE checkpoint any supported format reads"):
         torch.save({"weights": torch.zeros(3)}, tmp_path / "odd.pt")
         load_sae(tmp_path / "odd.pt")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match=r"junk\.pth"):
+    with pytest.raises(ValueError, match=r"junk\.pth") as err:
         load_sae(tmp_path / "junk.pth")
+    assert "arbitrary" not in str(err.value) and "msae-pth (MSAE)" in str(err.value)
+    (tmp_path / "notes.pt").write_text("these are my notes, not weights\n")
+    with pytest.raises(ValueError, match=r"notes\.pt is not an SAE checkpoint") as err:
+        load_sae(tmp_path / "notes.pt")
+    assert not isinstance(err.value, UnsafeCheckpointError) and "arbitrary" not in str(err.value)
     with pytest.raises(ValueError, match="not an existing file or folder"):
         load_sae(tmp_path / "missing.pth")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no SAE"):
+    with pytest.raises(ValueError, match=r"(?s)empty is not an SAE checkpoint.*\n  - saelens"):
         load_sae(tmp_path / "empty")
 
 

@@ -202,7 +202,7 @@ def test_bad_inputs_raise_value_errors(encoder, sae, tmp_path):
 
 
 def test_cli(encoder, sae, tmp_path, capsys):
-    from sae_explorer.checkpoint import save_sae
+    from sae_explorer.checkpoints import save_sae
     from sae_explorer.precompute import main
     from sae_explorer.worlds import shapes
 

@@ -175,7 +175,7 @@ def test_encode_decode_match_reference(variant, topk):
 
 @pytest.mark.parametrize("variant", [*VARIANTS[:4], dict(activation="TopKReLU", k=5, soft_cap=3.0)])
 def test_normalized_forward_matches_reference_autoencoder(variant):
-    cfg = build_cfg(normalize=True, **variant)
+    cfg = build_cfg(input_norm="layer_norm", **variant)
     sae, ref = random_sae(cfg, seed=3)
     x = inputs(cfg, seed=4)
     recons, lat, all_recons, all_lat = ref.autoencoder_forward(x)
@@ -190,7 +190,14 @@ def test_normalized_forward_matches_reference_autoencoder(variant):
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("activation", ["TopKReLU", "TopKabs"])
 def test_matryoshka_levels_match_reference(normalize, activation):
-    cfg = SAEConfig.matryoshka(10, 40, 3, activation=activation, normalize=normalize, soft_cap=4.0)
+    cfg = SAEConfig.matryoshka(
+        10,
+        40,
+        3,
+        activation=activation,
+        input_norm="layer_norm" if normalize else "none",
+        soft_cap=4.0,
+    )
     assert cfg.nesting_list == (3, 6, 12, 24, 40)
     sae, ref = random_sae(cfg, seed=5)
     xm = sae.preprocess(inputs(cfg, seed=6))
@@ -321,8 +328,8 @@ def test_overcomplete_view_matches_topk_codes():
     pre2, codes2, x_hat = view(x)
     torch.testing.assert_close(x_hat, ref.wrapper_decode(codes), atol=ATOL, rtol=0)
     assert torch.equal(codes2, codes) and torch.equal(pre2, pre_codes)
-    assert torch.equal(view.get_dictionary(), sae.get_dictionary())
     torch.testing.assert_close(view.decode(codes), x_hat)
+    assert (view.nb_concepts, view.top_k, view.input_shape) == (cfg.n_latents, 4, cfg.n_inputs)
 
 
 @pytest.mark.parametrize("matryoshka", [False, True])
@@ -380,7 +387,13 @@ def test_config_dict_round_trip_and_unknown_keys():
     assert SAEConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown SAE config keys"):
         SAEConfig.from_dict({**cfg.to_dict(), "colour": 1})
-    assert set(ACTIVATIONS) == {"ReLU", "Identity", "TopK", "TopKReLU", "TopKabs", "TopKabsReLU"}
+    assert set(ACTIVATIONS) == {
+        *("ReLU", "Identity", "TopK", "TopKReLU", "TopKabs", "TopKabsReLU"),
+        *("AbsTopK", "JumpReLU"),
+    }
+    legacy = {k: v for k, v in cfg.to_dict().items() if k != "input_norm"}
+    assert SAEConfig.from_dict({**legacy, "normalize": True}).input_norm == "layer_norm"
+    assert SAEConfig.from_dict({**legacy, "normalize": False}) == cfg
 
 
 def test_wrong_input_width_is_a_value_error():

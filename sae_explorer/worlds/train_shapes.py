@@ -273,7 +273,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from sae_explorer.checkpoint import save_sae
+    from sae_explorer.checkpoints import save_sae
     from sae_explorer.encoder import load_encoder
 
     args = parse_args(argv)

@@ -28,7 +28,8 @@ from typing import NamedTuple
 
 import torch
 
-from sae_explorer.formats import as_float, load_pickle_safely, require_tensors
+from sae_explorer.checkpoints.probe import Probe, as_float, require_tensors
+from sae_explorer.checkpoints.registry import Detection
 from sae_explorer.sae import (
     ACTIVATIONS,
     SAE,
@@ -126,22 +127,29 @@ def config_from_name(name: MSAEName, n_inputs: int, n_latents: int, tied: bool) 
         nesting_list=nesting,
         relative_importance=weights,
         tied=tied,
-        normalize=name.normalize,
+        input_norm="layer_norm" if name.normalize else "none",
         soft_cap=name.soft_cap,
     )
 
 
-def load_msae(fpath: Path, display_name: str | None = None, ckpt: object = None) -> SAE:
-    """Load an MSAE ``.pth``; ``display_name`` overrides the name parsed (e.g. a Hub path).
-
-    ``ckpt`` is the already unpickled file, when the caller has read it (saves a second read of
-    a checkpoint that can be hundreds of MB)."""
+def detect(probe: Probe) -> Detection:
+    if probe.is_dir or probe.json_header is not None or probe.path.suffix == ".safetensors":
+        return Detection(False, "not a pickled .pt/.pth file")
+    ckpt, why = probe.state()
     if ckpt is None:
-        ckpt = load_pickle_safely(fpath)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        return Detection(False, why)
+    if "model" not in ckpt:
+        return Detection(False, f"no 'model' entry (top-level keys {sorted(map(str, ckpt))[:12]})")
+    return Detection(True)
+
+
+def load(probe: Probe, device: torch.device | str | None, dtype: torch.dtype | None) -> SAE:
+    """Load an MSAE ``.pth``; ``probe.name`` is the file name parsed (e.g. a Hub path's)."""
+    fpath, ckpt = probe.path, probe.contents
+    if not isinstance(ckpt.get("model"), dict):
         raise ValueError(
-            f"{fpath} is not an MSAE checkpoint (need a 'model' state dict; got {keys})"
+            f"{fpath} is not an MSAE checkpoint: 'model' is a {type(ckpt['model']).__name__}, "
+            f"not a state dict"
         )
     state = ckpt["model"]
     tied = "decoder" not in state or state["decoder"] is None
@@ -157,12 +165,12 @@ def load_msae(fpath: Path, display_name: str | None = None, ckpt: object = None)
         raise ValueError(f"MSAE checkpoint {fpath.name} is missing {missing_extra}")
     mean = ckpt["mean_center"]
     tensors["mean"] = (
-        mean.to(torch.float32)
+        mean
         if isinstance(mean, torch.Tensor)
         else torch.tensor(as_float(mean, "mean_center"))
     )
     scaling = as_float(ckpt["scaling_factor"], "scaling_factor")
-    fname = display_name or fpath.name
+    fname = probe.name
     try:
         name = parse_msae_filename(fname)
     except ValueError as err:
@@ -197,5 +205,11 @@ def load_msae(fpath: Path, display_name: str | None = None, ckpt: object = None)
         if name.l1_coefficient is not None:
             provenance["msae_l1_coefficient"] = name.l1_coefficient
     return SAE.from_tensors(
-        cfg, tensors, source_format=FORMAT, source=str(fpath), provenance=provenance
+        cfg,
+        tensors,
+        source_format=FORMAT,
+        source=str(fpath),
+        provenance=provenance,
+        device=device,
+        dtype=dtype,
     )

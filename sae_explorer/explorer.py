@@ -390,17 +390,16 @@ class Explorer:
     def latent_activations(
         self, latent_id: int, rows: np.ndarray, chunk: int = 65536
     ) -> np.ndarray:
-        """Full activation of one latent on the stored embeddings of ``rows`` (float32 [n])."""
+        """Activation of one latent on the stored embeddings of ``rows`` (float32 [n]), as the
+        SAE's ``encode`` gives it; only this latent's encoder column is computed unless the SAE
+        selects TopK at inference (then whole rows are encoded, in smaller chunks)."""
         sae, out = self.sae, []
-        w_d = sae.encoder[:, latent_id]
+        if sae.cfg.inference == "topk":
+            chunk = min(chunk, max(256, (1 << 24) // sae.n_latents))
         for lo in range(0, len(rows), chunk):
             x_bd = torch.as_tensor(np.asarray(self.index.embeddings[rows[lo : lo + chunk]]))
-            xm_bd = sae.preprocess(x_bd.float())
-            # The SAE's own per-sample normalisation; only this latent's encoder column is used
-            # (a full pre_activations_model would cost n_latents times more).
-            xm_bd = sae.normalize_model(xm_bd, sae.normalization_stats(xm_bd))
-            pre_b1 = ((xm_bd - sae.pre_bias) @ w_d + sae.latent_bias[latent_id])[:, None]
-            out.append(sae.cap(sae.full_latents(pre_b1))[:, 0].numpy())
+            z_b1 = sae.latent_activations(x_bd.float().to(sae.device), [latent_id])
+            out.append(z_b1[:, 0].float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
     # ------------------------------------------------------------------ Latent

@@ -367,6 +367,18 @@ class SAE(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    def _bare(cls, cfg: SAEConfig) -> SAE:
+        """An SAE of ``cfg`` with every weight slot empty (None), to be filled by the caller."""
+        sae = cls.__new__(cls)
+        nn.Module.__init__(sae)
+        sae.cfg = cfg
+        for name in ("pre_bias", "encoder", "latent_bias", "decoder", "threshold"):
+            sae.register_parameter(name, None)
+        sae.register_buffer("mean", None)
+        sae.source_format, sae.source, sae.provenance = "random", "", {}
+        return sae
+
+    @classmethod
     def weight_shapes(cls, cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
         """The named tensors an SAE of ``cfg`` is made of, with their shapes."""
         d, n = cfg.n_inputs, cfg.n_latents
@@ -410,8 +422,7 @@ class SAE(nn.Module):
         values["mean"] = mean.expand(cfg.n_inputs) if mean.ndim == 0 else mean
         for name, shape in shapes.items():
             _check_weight(name, values[name], shape, cfg)
-        with torch.device("meta"):
-            sae = cls(cfg)
+        sae = cls._bare(cfg)
         for name, tensor in values.items():
             # contiguous: the same SAE computes the same bits whichever layout its file used
             tensor = tensor.to(device=device, dtype=dtype).contiguous()

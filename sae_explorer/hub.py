@@ -48,7 +48,7 @@ class MsaeFile(NamedTuple):
 _CLIP_TAG = re.compile(r"^(ViT|RN)[A-Za-z0-9~\-]*$")
 
 
-def parse_msae_filename(path: str) -> MsaeFile | None:
+def describe_release_file(path: str) -> MsaeFile | None:
     """Describe one repo path; None when it is not an MSAE SAE checkpoint (README, concept
     files...). The name itself is parsed by the checkpoint adapter's own parser."""
     from sae_explorer.checkpoints.msae import parse_msae_filename as parse_name
@@ -101,7 +101,7 @@ def select_msae_checkpoint(
             f"the released MSAE checkpoints were trained on {MSAE_PRETRAINED!r} CLIP weights, "
             f"not {pretrained!r}; use --pretrained {MSAE_PRETRAINED} or pass --sae explicitly"
         )
-    parsed = [m for m in (parse_msae_filename(f) for f in files) if m is not None]
+    parsed = [m for m in (describe_release_file(f) for f in files) if m is not None]
     if not parsed:
         raise ValueError(f"no MSAE checkpoint files (*.pth) among the {len(files)} files listed")
     key = clip_key(clip_model)

@@ -26,14 +26,14 @@ REPO_FILES = [
 
 
 def test_parse_reads_the_msae_file_name():
-    m = hub.parse_msae_filename(REPO_FILES[4])
+    m = hub.describe_release_file(REPO_FILES[4])
     assert m is not None
     assert (m.n_latents, m.n_inputs, m.activation, m.weighting) == (6144, 768, "TopKReLU_64", "RW")
     assert (m.clip_tag, m.modality, m.centered) == ("ViT-L~14", "image", True)
-    relu = hub.parse_msae_filename(REPO_FILES[6])
+    relu = hub.describe_release_file(REPO_FILES[6])
     assert relu is not None and (relu.activation, relu.weighting) == ("ReLU_003", None)
-    assert hub.parse_msae_filename(REPO_FILES[5]) is None  # concept interpreter, not an SAE
-    assert hub.parse_msae_filename("README.md") is None
+    assert hub.describe_release_file(REPO_FILES[5]) is None  # concept interpreter, not an SAE
+    assert hub.describe_release_file("README.md") is None
 
 
 @pytest.mark.parametrize("spelling", ["ViT-L-14", "ViT-L/14", "vit-l-14", "ViT-L~14"])

@@ -1,7 +1,8 @@
 """The MSAE release's own latent names: finding a checkpoint's Concept_Interpreter matrix and
 vocabulary in the repo listing, reading the matrix in either orientation, its top words per latent
-against a direct argsort, fetching from a fake Hub and from a temporary local cache, and falling back
-to our own names. Nothing leaves the machine."""
+against a direct argsort, fetching from a fake Hub and from a temporary local cache, falling back
+to our own names, and both names side by side in the explorer and the app. Nothing leaves the
+machine."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _explorer_helpers import launched_app
+from gradio_client import Client
 from huggingface_hub import constants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sae_explorer import hub, release_names
+from sae_explorer.explorer import RELEASE_NAMES_COLUMN
+from sae_explorer.explorer_startup import StartupConfig, load_explorer
 from sae_explorer.release_names import (
     ReleaseFiles,
     concept_layout,
@@ -265,3 +270,65 @@ def test_without_the_files_we_keep_our_own_names(fake_hub, caplog):
     (root / WORLD_VOCABULARY).unlink()  # still listed, but the download fails
     failed = fetch_release_names(source, N_LATENTS, lambda r: [*listed(r), WORLD_VOCABULARY])
     assert failed.names is None and "EntryNotFoundError" in failed.reason
+
+
+# --------------------------------------------------------------------------- explorer and app
+def release_cfg(tmp_path) -> StartupConfig:
+    """Auto SAE selection over the world's tiny CLIP architecture (random weights)."""
+    return StartupConfig(
+        clip=shapes.CLIP_ARCH,
+        pretrained=None,
+        sae="auto",
+        corpus="builtin:shapes?n=20",
+        cache_dir=str(tmp_path / "explorer-cache"),
+        device="cpu",
+        strict=True,
+    )
+
+
+def offline() -> hub.HubStatus:
+    return hub.HubStatus(False, "test: offline")
+
+
+@pytest.fixture
+def release_explorer(tmp_path, hf_cache):
+    write_release(snapshot(hf_cache), scores_wl(seed=6))
+    return load_explorer(release_cfg(tmp_path), hub_status=offline)
+
+
+def test_explorer_shows_the_release_names_beside_ours(release_explorer):
+    explorer = release_explorer
+    names = explorer.release_names
+    assert names is not None and names.source == f"hf-hub:{REPO}/{WORLD_CONCEPTS}"
+    assert explorer.sources.details["release_names"] == names.source
+    direct = direct_top_ids(scores_wl(seed=6))
+    table = explorer.inspect(explorer.item_query(0)).table
+    assert list(table.columns[:3]) == ["latent", "names", RELEASE_NAMES_COLUMN]
+    for latent, text in zip(table["latent"], table[RELEASE_NAMES_COLUMN]):
+        assert text.split(" (")[0] == WORDS[direct[latent, 0]]
+    page = explorer.latent_page(7)
+    assert list(page.names.columns) == ["name", "score", "MSAE name", "MSAE cosine"]
+    assert page.names["MSAE name"].tolist() == [WORDS[i] for i in direct[7]]
+    assert len(page.names["name"].iloc[0]) > 0  # ours still there
+    assert page.summary["msae_names"] == names.text(7, 5)
+    assert RELEASE_NAMES_COLUMN in explorer.similar_latents(7).columns
+    assert RELEASE_NAMES_COLUMN in explorer.top_latents(explorer.item_query(0)).columns
+
+
+def test_without_release_files_the_explorer_is_unchanged(tmp_path, hf_cache):
+    dpath = snapshot(hf_cache)
+    write_msae(dpath / WORLD_SAE)
+    explorer = load_explorer(release_cfg(tmp_path), hub_status=offline)
+    assert explorer.release_names is None
+    assert explorer.sources.details["release_names"].startswith("none (FileNotFoundError: no ")
+    assert list(explorer.latent_page(7).names.columns) == ["name", "score"]
+    assert RELEASE_NAMES_COLUMN not in explorer.inspect(explorer.item_query(0)).table.columns
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
+def test_app_latent_page_shows_both_names(release_explorer):
+    with launched_app(release_explorer) as url:
+        result = Client(url, verbose=False).predict(7, api_name="/latent")
+    summary, names = result[1], result[5]
+    assert f"MSAE release names: {release_explorer.release_names.text(7, 5)}" in summary
+    assert names["headers"] == ["name", "score", "MSAE name", "MSAE cosine"]

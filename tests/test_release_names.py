@@ -313,6 +313,7 @@ def test_explorer_shows_the_release_names_beside_ours(release_explorer):
     assert page.summary["msae_names"] == names.text(7, 5)
     assert RELEASE_NAMES_COLUMN in explorer.similar_latents(7).columns
     assert RELEASE_NAMES_COLUMN in explorer.top_latents(explorer.item_query(0)).columns
+    assert RELEASE_NAMES_COLUMN in explorer.search_latents("red").columns
 
 
 def test_without_release_files_the_explorer_is_unchanged(tmp_path, hf_cache):

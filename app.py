@@ -233,7 +233,9 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                         lat_hist = gr.Plot(label="Activation histogram")
                     with gr.Column(scale=1):
                         lat_names = gr.Dataframe(
-                            label="Names (vocabulary, score)", interactive=False
+                            label="Names (vocabulary, score)"
+                            + (" beside the MSAE release's" if explorer.release_names else ""),
+                            interactive=False,
                         )
                         lat_texts = gr.Dataframe(label="Max-activating texts", interactive=False)
                         lat_similar = gr.Dataframe(
@@ -405,7 +407,8 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             level = "never kept" if s["level"] < 0 else f"{s['level']} (k={s['level_k']})"
             summary = (
                 f"### Latent {page.latent_id}: {s['names'] or 'no names'}\n"
-                f"frequency {s['frequency']:.4f} · mean {s['mean_activation']:.3f} · "
+                + (f"MSAE release names: {s['msae_names']}  \n" if "msae_names" in s else "")
+                + f"frequency {s['frequency']:.4f} · mean {s['mean_activation']:.3f} · "
                 f"max {s['max_activation']:.3f} · images {s['image_fraction']:.0%} / texts "
                 f"{s['text_fraction']:.0%} · Matryoshka level {level}"
                 + (" · **dead on this corpus**" if s["dead"] else "")

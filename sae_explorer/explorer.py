@@ -32,6 +32,7 @@ from sae_explorer import steering
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
 from sae_explorer.images import check_image, check_text
 from sae_explorer.progress import Progress
+from sae_explorer.release_names import ReleaseNames
 from sae_explorer.steering import Edit
 
 THUMB_PX = 96
@@ -40,6 +41,8 @@ DENSE_FREQUENCY = 0.1
 SWEEP_STRENGTHS = tuple(np.round(np.linspace(0.0, 3.0, 13), 3))
 """Sweep values in units of the latent's largest activation on the corpus."""
 DEFAULT_LABELS = ("red", "blue", "green", "yellow", "circle", "square", "triangle")
+RELEASE_NAMES_COLUMN = "MSAE names"
+"""The column of the SAE release's own names, in latent tables (only when the release has them)."""
 
 
 class Query(NamedTuple):
@@ -75,8 +78,8 @@ class LatentPage(NamedTuple):
     quantiles: pd.DataFrame  # quantile, value, modality, label
     quantile_images: list[tuple[Path, str]]
     histogram: go.Figure
-    names: pd.DataFrame  # name, score
-    similar: pd.DataFrame  # latent, cosine, names
+    names: pd.DataFrame  # name, score (+ MSAE name, MSAE cosine with release names)
+    similar: pd.DataFrame  # latent, cosine, names (+ MSAE names)
 
 
 class SteerResult(NamedTuple):
@@ -130,10 +133,18 @@ class Explorer:
         corpus=None,
         sources: Sources | None = None,
         thumbs_dpath: str | Path | None = None,
+        release_names: ReleaseNames | None = None,
     ) -> None:
-        """``thumbs_dpath``: where gallery thumbnails are written (default: a new temp folder)."""
+        """``thumbs_dpath``: where gallery thumbnails are written (default: a new temp folder).
+        ``release_names``: the SAE release's own names, shown beside ours when given."""
         encoder.check_sae(sae)
         assert index.embeddings.shape[1] == sae.n_inputs, "index built for another CLIP width"
+        if release_names is not None and release_names.n_latents != sae.n_latents:
+            raise ValueError(
+                f"release names are for {release_names.n_latents} latents, the SAE has "
+                f"{sae.n_latents}; load the names that ship with this checkpoint"
+            )
+        self.release_names = release_names
         self.encoder = encoder
         self.sae = sae.eval()
         self.index = index
@@ -168,10 +179,13 @@ class Explorer:
         max_items: int | None = None,
         note: str = "",
         encoder: Any = None,
+        sae_model: Any = None,
+        release_names: ReleaseNames | None = None,
     ) -> Explorer:
         """Load models and corpus and build (or load the cached) activation index.
 
-        ``encoder`` skips loading CLIP again when the caller already has it."""
+        ``encoder`` and ``sae_model`` skip loading CLIP or the SAE again when the caller already
+        has them; ``release_names`` are shown beside the explorer's own names."""
         from sae_explorer.checkpoints import load_sae
         from sae_explorer.corpus import load_corpus
         from sae_explorer.encoder import load_encoder
@@ -180,7 +194,7 @@ class Explorer:
         _report(progress, 0.0, f"loading CLIP {clip}")
         encoder = encoder or load_encoder(clip, pretrained, device)
         _report(progress, 0.05, f"loading SAE {sae}")
-        sae_model = load_sae(sae)
+        sae_model = sae_model or load_sae(sae)
         encoder.check_sae(sae_model)
         _report(progress, 0.1, f"loading corpus {corpus}")
         corpus_obj = load_corpus(corpus, max_items=max_items, cache_dpath=cache_dir)
@@ -199,7 +213,7 @@ class Explorer:
             note=note,
             details={"cache_dir": str(cache_dir)},
         )
-        return cls(encoder, sae_model, index, corpus_obj, sources)
+        return cls(encoder, sae_model, index, corpus_obj, sources, release_names=release_names)
 
     # ------------------------------------------------------------------ inputs
     def image_query(self, image: Any) -> Query:
@@ -260,6 +274,28 @@ class Explorer:
     def names_text(self, latent_id: int, n: int = 3) -> str:
         return ", ".join(f"{a} ({b:.2f})" for a, b in self.names_of(latent_id, n))
 
+    def with_release_names(self, table: pd.DataFrame, n: int = 3) -> pd.DataFrame:
+        """``table`` (a ``latent`` and a ``names`` column) with the release's names right after
+        ours; unchanged when the release has no names."""
+        if self.release_names is None:
+            return table
+        at = list(table.columns).index("names") + 1
+        column = [self.release_names.text(int(i), n) for i in table["latent"]]
+        table = table.copy()
+        table.insert(at, RELEASE_NAMES_COLUMN, column)
+        return table
+
+    def names_table(self, latent_id: int, n: int = 10) -> pd.DataFrame:
+        """Our names with scores (name, score) and, beside them rank by rank, the release's
+        (MSAE name, MSAE cosine) when it has any."""
+        ours = pd.DataFrame(self.names_of(latent_id, n), columns=["name", "score"]).round(4)
+        if self.release_names is None:
+            return ours
+        theirs = pd.DataFrame(
+            self.release_names.top(latent_id, n), columns=["MSAE name", "MSAE cosine"]
+        ).round(4)
+        return pd.concat([ours, theirs], axis=1).astype(object).where(lambda df: df.notna(), "")
+
     def search_latents(self, query: str, n: int = 10) -> pd.DataFrame:
         """Latents whose names match ``query``: DataFrame latent, score, names."""
         from sae_explorer.naming import search_latents
@@ -268,7 +304,7 @@ class Explorer:
         if not query:
             raise ValueError("type a word to search the latent names for (e.g. blue)")
         hits = search_latents(query, self.encoder, self.sae, self.index.names, k=n)
-        return pd.DataFrame(
+        table = pd.DataFrame(
             {
                 "latent": hits["latent_id"].astype(int).to_numpy(),
                 "score": hits["score"].astype(np.float64).round(3).to_numpy(),
@@ -276,6 +312,7 @@ class Explorer:
             },
             columns=["latent", "score", "names"],
         )
+        return self.with_release_names(table)
 
     # ------------------------------------------------------------------ Inspect
     @torch.inference_mode()
@@ -301,6 +338,7 @@ class Explorer:
         table = pd.DataFrame(
             rows, columns=["latent", "names", "activation", "level", "corpus_level", "frequency"]
         )
+        table = self.with_release_names(table)
         diagnostics = self._diagnostics(x_1d, out.x_hat_bd, n_active)
         thumbs = [t for i in top[:5] for t in self._thumbs(i, n_thumbs)]
         return InspectResult(
@@ -435,7 +473,7 @@ class Explorer:
             if r.modality == "image"
         ]
         counts, edges = self.index.histogram(latent_id)
-        names = pd.DataFrame(self.names_of(latent_id, 10), columns=["name", "score"]).round(4)
+        names = self.names_table(latent_id, 10)
         dead = bool(self.frequency_l[latent_id] == 0)
         image_fraction = 0.0 if dead else float(np.asarray(self.index.image_fraction)[latent_id])
         level = int(self.levels_l[latent_id])
@@ -452,6 +490,8 @@ class Explorer:
             "level_k": int(nesting[level]) if nesting and 0 <= level < len(nesting) else None,
             "dead": dead,
         }
+        if self.release_names is not None:
+            summary["msae_names"] = self.release_names.text(latent_id, 5)
         return LatentPage(
             latent_id,
             summary,
@@ -470,13 +510,14 @@ class Explorer:
         cos_l = self._dictionary_ld @ self._dictionary_ld[latent_id]
         cos_l[latent_id] = -math.inf
         values, ids = cos_l.topk(min(n, self.n_latents - 1))
-        return pd.DataFrame(
+        table = pd.DataFrame(
             {
                 "latent": ids.tolist(),
                 "cosine": np.round(values.double().numpy(), 4),
                 "names": [self.names_text(int(i)) for i in ids],
             }
         )
+        return self.with_release_names(table)
 
     # ------------------------------------------------------------------ Steer
     def top_latents(self, query: Query, n: int = 6) -> pd.DataFrame:
@@ -485,7 +526,7 @@ class Explorer:
         z_l = steering.latents(self.sae, x_1d)[0]
         n_active = int((z_l > 0).sum())
         top = z_l.argsort(descending=True)[: min(n, n_active)].tolist()
-        return pd.DataFrame(
+        table = pd.DataFrame(
             [
                 {
                     "latent": i,
@@ -497,6 +538,7 @@ class Explorer:
             ],
             columns=["latent", "names", "value", "max"],
         )
+        return self.with_release_names(table, 2)
 
     def slider_max(self, latent_id: int, value: float = 0.0) -> float:
         """A slider range covering the latent's corpus maximum and the current value, with room."""

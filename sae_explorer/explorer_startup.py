@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from sae_explorer import hub
+from sae_explorer import hub, release_names
+from sae_explorer.checkpoints import load_sae
 from sae_explorer.checkpoints.hub import HUB_PREFIXES
 from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.explorer import Explorer
@@ -191,6 +192,11 @@ def _load(
             )
             logger.info("chose MSAE checkpoint %s for %s", chosen.path, cfg.clip)
             details["msae_file"] = chosen.path
+    sae_model, names = load_sae(sae_source), None
+    if sae_source.startswith(HUB_PREFIXES):  # a release file may ship its own latent names
+        lookup = release_names.fetch_release_names(sae_source, sae_model.n_latents, list_files)
+        names = lookup.names
+        details["release_names"] = names.source if names else f"none ({lookup.reason})"
     explorer = Explorer.from_sources(
         clip=cfg.clip,
         pretrained=cfg.pretrained,
@@ -202,6 +208,8 @@ def _load(
         max_items=cfg.max_items,
         note=note,
         encoder=encoder,
+        sae_model=sae_model,
+        release_names=names,
     )
     explorer.sources.details.update(details)
     return explorer

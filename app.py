@@ -359,7 +359,8 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             d = result.diagnostics
             diag = (
                 f"**Reconstruction** cosine {d['cosine']:.3f} · relative error "
-                f"{d['relative_error']:.3f} · L0 {d['l0']}"
+                f"{d['relative_error']:.3f} · L0 {d['l0']}  \n"
+                f"Encoded with {d['input_statistics']}"
             )
             gallery = thumbs_html([(t.fpath, t.caption, t.latent_id) for t in result.thumbs])
             return (

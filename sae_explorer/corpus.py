@@ -204,7 +204,7 @@ def _parse_options(query: str) -> dict[str, str]:
     return dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
 
 
-def _spread(n: int, max_items: int | None) -> np.ndarray:
+def spread_indices(n: int, max_items: int | None) -> np.ndarray:
     """Indices of at most ``max_items`` of ``n`` items, evenly spread, in order."""
     if max_items is None or n <= max_items:
         return np.arange(n)
@@ -236,7 +236,7 @@ def _load_folder(dpath: Path, max_items: int | None) -> Corpus:
             f"the image folder {str(dpath)!r} holds no images "
             f"(looked recursively for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    fpaths = [fpaths[i] for i in _spread(len(fpaths), max_items)]
+    fpaths = [fpaths[i] for i in spread_indices(len(fpaths), max_items)]
     items = []
     for fpath in fpaths:
         rel = fpath.relative_to(dpath)
@@ -254,7 +254,7 @@ def _load_lines(fpath: Path, max_items: int | None) -> Corpus:
     ]
     if not lines:
         raise ValueError(f"the text file {str(fpath)!r} has no non-empty lines")
-    lines = [lines[i] for i in _spread(len(lines), max_items)]
+    lines = [lines[i] for i in spread_indices(len(lines), max_items)]
     items = [CorpusItem(f"line{n}", "text", text) for n, text in lines]
     return Corpus(items, str(fpath.resolve()))
 
@@ -334,7 +334,7 @@ def _load_table(fpath: Path, options: dict[str, str], max_items: int | None) -> 
     seen_images: set[str] = set()
     image_fpaths: list[Path] = []
     rows = df.to_dict("records")
-    for n in _spread(len(rows), max_items):
+    for n in spread_indices(len(rows), max_items):
         row = rows[n]
         label = _cell(row.get(label_col)) if label_col else None
         base_id = _cell(row.get(id_col)) if id_col else None
@@ -385,7 +385,7 @@ def _load_builtin(source: str, max_items: int | None) -> Corpus:
         raise ValueError(f"{SHAPES_SCHEME} modality must be image, text or both, got {modality!r}")
     if n < 1:
         raise ValueError(f"{SHAPES_SCHEME} needs n >= 1, got {n}")
-    indices = _spread(n, max_items)
+    indices = spread_indices(n, max_items)
     items = []
     for index in indices:
         # Attributes and caption come from the same seeded draw as the image; the image itself

@@ -16,7 +16,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,9 +30,12 @@ from PIL import Image
 from sae_explorer import explorer_plots as plots
 from sae_explorer import steering
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
+from sae_explorer.corpus import Modality
 from sae_explorer.images import check_image, check_text
+from sae_explorer.modality_stats import ModalityStats
 from sae_explorer.progress import Progress
 from sae_explorer.release_names import ReleaseNames
+from sae_explorer.sae import SAE
 from sae_explorer.steering import Edit
 
 THUMB_PX = 96
@@ -65,7 +68,7 @@ class Thumb(NamedTuple):
 class InspectResult(NamedTuple):
     table: pd.DataFrame  # latent, names, activation, level, corpus_level, frequency
     bar: go.Figure
-    diagnostics: dict[str, Any]  # cosine, relative_error, l0, level_cosines
+    diagnostics: dict[str, Any]  # cosine, relative_error, l0, level_cosines, input_statistics
     levels_plot: go.Figure
     thumbs: list[Thumb]
 
@@ -149,6 +152,9 @@ class Explorer:
         self.sae = sae.eval()
         self.index = index
         self.corpus = corpus
+        self.input_stats: ModalityStats = getattr(index, "input_stats", ModalityStats())
+        """The statistics each modality went through in the index; queries go through them too."""
+        self.saes = self.input_stats.saes(self.sae)
         self.sae_hash = sae.content_hash  # hashing the weights is not free: do it once
         self.sources = sources or Sources(encoder.model_id, self.sae_hash[:12], "?")
         self.n_latents = int(sae.n_latents)
@@ -238,6 +244,21 @@ class Explorer:
         label = _normalise_examples(self.items.iloc[[i]].assign(item=i))["label"].iloc[0]
         return Query(x_d, "item", f"corpus item {i} ({row['modality']}): {label}", (), i)
 
+    def query_modality(self, query: Query) -> Modality:
+        """Whether the input is an image or a text (a corpus item: its own modality)."""
+        if query.kind == "item":
+            assert query.item is not None, "an item query names its item"
+            return str(self.items["modality"].iloc[query.item])
+        return "image" if query.kind == "image" else "text"
+
+    def sae_for(self, query: Query) -> SAE:
+        """The SAE as this input's modality sees it (with that modality's statistics)."""
+        return self.saes.of(self.query_modality(query))
+
+    def sae_of(self, modality: Modality | None) -> SAE:
+        """The SAE as inputs of ``modality`` see it (None: the checkpoint's statistics)."""
+        return self.sae if modality is None else self.saes.of(modality)
+
     def check_item(self, item: int | float | str | None) -> int:
         n = len(self.items)
         i = _as_int(item, f"corpus item number in [0, {n})")
@@ -303,7 +324,7 @@ class Explorer:
         query = (query or "").strip()
         if not query:
             raise ValueError("type a word to search the latent names for (e.g. blue)")
-        hits = search_latents(query, self.encoder, self.sae, self.index.names, k=n)
+        hits = search_latents(query, self.encoder, self.saes.text, self.index.names, k=n)
         table = pd.DataFrame(
             {
                 "latent": hits["latent_id"].astype(int).to_numpy(),
@@ -319,9 +340,10 @@ class Explorer:
     def inspect(self, query: Query, n_top: int = 10, n_thumbs: int = 4) -> InspectResult:
         """Top latents of one input, its reconstruction diagnostics and example thumbnails."""
         x_1d = torch.as_tensor(query.x_d, dtype=torch.float32)[None]
-        out = self.sae.forward(x_1d)
+        sae = self.sae_for(query)
+        out = sae.forward(x_1d)
         z_l = out.z_bl[0]
-        levels_l = self.sae.latent_levels(out.z_bl)[0]
+        levels_l = sae.latent_levels(out.z_bl)[0]
         n_active = int((z_l > 0).sum())
         top = z_l.argsort(descending=True)[: min(n_top, n_active)].tolist()
         rows = [
@@ -339,7 +361,7 @@ class Explorer:
             rows, columns=["latent", "names", "activation", "level", "corpus_level", "frequency"]
         )
         table = self.with_release_names(table)
-        diagnostics = self._diagnostics(x_1d, out.x_hat_bd, n_active)
+        diagnostics = self._diagnostics(x_1d, out.x_hat_bd, n_active, self.query_modality(query))
         thumbs = [t for i in top[:5] for t in self._thumbs(i, n_thumbs)]
         return InspectResult(
             table,
@@ -349,24 +371,29 @@ class Explorer:
             thumbs,
         )
 
-    def _diagnostics(self, x_1d: torch.Tensor, x_hat_1d: torch.Tensor, l0: int) -> dict[str, Any]:
+    def _diagnostics(
+        self, x_1d: torch.Tensor, x_hat_1d: torch.Tensor, l0: int, modality: Modality
+    ) -> dict[str, Any]:
         cosine = float(torch.nn.functional.cosine_similarity(x_1d, x_hat_1d)[0])
         rel_error = float((x_1d - x_hat_1d).norm() / x_1d.norm().clamp_min(1e-12))
-        level_cosines = self.level_metrics(x_1d).cosine_vb[:, 0]
+        level_cosines = self.level_metrics(x_1d, modality).cosine_vb[:, 0]
         return {
             "cosine": round(cosine, 4),
             "relative_error": round(rel_error, 4),
             "l0": l0,
             "levels": list(self.sae.cfg.levels),
             "level_cosines": [round(c, 4) for c in level_cosines.tolist()],
+            "input_statistics": self.input_stats.describe(modality, self.sae.training_modality),
         }
 
     @torch.inference_mode()
-    def level_metrics(self, x_bd: torch.Tensor) -> LevelMetrics:
+    def level_metrics(self, x_bd: torch.Tensor, modality: Modality | None = None) -> LevelMetrics:
         """Per-sample reconstruction quality at each Matryoshka level (one level for plain SAEs);
-        the single definition behind the Inspect diagnostics and the corpus overview."""
-        level_out = self.sae.level_forward(self.sae.preprocess(x_bd))
-        recons = [self.sae.postprocess(r) for r in level_out.recons]
+        the single definition behind the Inspect diagnostics and the corpus overview. Inputs of
+        ``modality`` go through its statistics (None: the checkpoint's)."""
+        sae = self.sae_of(modality)
+        level_out = sae.level_forward(sae.preprocess(x_bd))
+        recons = [sae.postprocess(r) for r in level_out.recons]
         cos = [torch.nn.functional.cosine_similarity(x_bd, r, dim=-1) for r in recons]
         sq_err = [((x_bd - r) ** 2).sum(-1) for r in recons]
         return LevelMetrics(torch.stack(cos).double().numpy(), torch.stack(sq_err).double().numpy())
@@ -416,7 +443,7 @@ class Explorer:
         rows = self._rows[modality]
         if n <= 0 or rows.size == 0:
             return _normalise_examples(self.index.top_examples(latent_id, 0))
-        z_n = self.latent_activations(latent_id, rows)
+        z_n = self.latent_activations(latent_id, rows, modality)
         order = np.argsort(-z_n, kind="stable")[:n]
         order = order[z_n[order] > 0]
         df = self.items.iloc[rows[order]].reset_index(drop=True)
@@ -426,12 +453,13 @@ class Explorer:
 
     @torch.inference_mode()
     def latent_activations(
-        self, latent_id: int, rows: np.ndarray, chunk: int = 65536
+        self, latent_id: int, rows: np.ndarray, modality: Modality, chunk: int = 65536
     ) -> np.ndarray:
-        """Activation of one latent on the stored embeddings of ``rows`` (float32 [n]), as the
-        SAE's ``encode`` gives it; only this latent's encoder column is computed unless the SAE
-        selects TopK at inference (then whole rows are encoded, in smaller chunks)."""
-        sae, out = self.sae, []
+        """Activation of one latent on the stored embeddings of ``rows``, all items of
+        ``modality`` (float32 [n]), as the SAE's ``encode`` gives it (with that modality's input
+        statistics); only this latent's encoder column is computed unless the SAE selects TopK
+        at inference (then whole rows are encoded, in smaller chunks)."""
+        sae, out = self.saes.of(modality), []
         if sae.cfg.inference == "topk":
             chunk = min(chunk, max(256, (1 << 24) // sae.n_latents))
         for lo in range(0, len(rows), chunk):
@@ -523,7 +551,7 @@ class Explorer:
     def top_latents(self, query: Query, n: int = 6) -> pd.DataFrame:
         """The input's strongest latents with their value and slider range: latent, names, value, max."""
         x_1d = torch.as_tensor(query.x_d, dtype=torch.float32)[None]
-        z_l = steering.latents(self.sae, x_1d)[0]
+        z_l = steering.latents(self.sae_for(query), x_1d)[0]
         n_active = int((z_l > 0).sum())
         top = z_l.argsort(descending=True)[: min(n, n_active)].tolist()
         table = pd.DataFrame(
@@ -565,7 +593,7 @@ class Explorer:
         edits = [steering.check_edit(Edit(*e), self.n_latents) for e in edits]
         labels = check_labels(labels)
         x_d = torch.as_tensor(query.x_d, dtype=torch.float32)
-        out = steering.steer(self.sae, x_d, edits)
+        out = steering.steer(self.sae_for(query), x_d, edits)
         cosine = float(torch.nn.functional.cosine_similarity(out.x_steered_d, x_d, dim=0))
         changed = sorted(
             {
@@ -654,10 +682,11 @@ class Explorer:
         x_d = torch.as_tensor(query.x_d, dtype=torch.float32)
         label_nd = self.label_embeddings(tuple(labels))
         t = labels.index(target)
+        sae = self.sae_for(query)
         curves = {}
         for name, i in (("latent", latent_id), ("baseline", baseline)):
             unit = self.max_act_l[i] if self.max_act_l[i] > 0 else 1.0
-            x_vd = steering.strength_sweep(self.sae, x_d, i, [s * unit for s in strengths])
+            x_vd = steering.strength_sweep(sae, x_d, i, [s * unit for s in strengths])
             curves[name] = steering.zero_shot(x_vd, label_nd, self.logit_scale)[:, t].numpy()
         table = pd.DataFrame(
             {
@@ -694,12 +723,11 @@ class Explorer:
         sq_err, l0_sum = 0.0, 0.0
         level_sq_err = level_cos_sum = np.zeros(len(self.sae.cfg.levels))
         total_var = float(((x_nd - x_nd.mean(0)) ** 2).sum())
-        for start in range(0, n, batch_size):
-            x_bd = x_nd[start : start + batch_size]
-            out = self.sae.forward(x_bd)
+        for x_bd, modality in self._overview_batches(x_nd, batch_size):
+            out = self.sae_of(modality).forward(x_bd)
             sq_err += float(((x_bd - out.x_hat_bd) ** 2).sum())
             l0_sum += float((out.z_bl > 0).sum())
-            metrics = self.level_metrics(x_bd)
+            metrics = self.level_metrics(x_bd, modality)
             level_sq_err = level_sq_err + metrics.sq_err_vb.sum(1)
             level_cos_sum = level_cos_sum + metrics.cosine_vb.sum(1)
         levels = list(self.sae.cfg.levels)
@@ -720,6 +748,7 @@ class Explorer:
             "levels": levels,
             "level_fvu": [float(v) for v in level_fvu],
             "level_cosine": [float(v) for v in level_cos],
+            "input_statistics": self.input_stats.manifest(),
         }
         manifest = getattr(self.index, "manifest", {}) or {}
         corpus_hash = self.corpus_hash()
@@ -760,6 +789,19 @@ class Explorer:
             title="Corpus reconstruction per Matryoshka level",
         )
         return Overview(models, stats, freq_fig, levels_fig)
+
+    def _overview_batches(
+        self, x_nd: torch.Tensor, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, Modality | None]]:
+        """Batches of the corpus embeddings with the modality whose statistics they go through:
+        in corpus order when both modalities share the checkpoint's (None), else per modality."""
+        if self.saes.shared:
+            for start in range(0, len(x_nd), batch_size):
+                yield x_nd[start : start + batch_size], None
+            return
+        for modality, rows in self._rows.items():
+            for start in range(0, len(rows), batch_size):
+                yield x_nd[torch.from_numpy(rows[start : start + batch_size])], modality
 
     def corpus_hash(self) -> str:
         if self.corpus is not None and getattr(self.corpus, "manifest_hash", None):

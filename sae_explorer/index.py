@@ -8,7 +8,9 @@ An index folder holds, besides ``manifest.json`` (schema, counts, hashes, file s
   capped at its top-K by value, in CSR form (int64 indptr, int32 ids, fp16 values);
 - ``latent_*.npy``: per-latent statistics of the *full* activations, gathered while streaming:
   frequency, mean and max, image/text counts, Matryoshka level, the top-M items, a uniform
-  random sample of active items (for quantile views) and a histogram of non-zero values.
+  random sample of active items (for quantile views) and a histogram of non-zero values;
+- ``input_stats.npz``, only when a modality was encoded with statistics of its own instead of
+  the checkpoint's (an SAE trained on one modality, see :mod:`sae_explorer.modality_stats`).
 
 Nothing ``[n_items, n_latents]``-sized exists at any point: :class:`LatentAccumulator` merges
 each batch into fixed-size per-latent state. Arrays are opened memory-mapped, so loading an index
@@ -31,6 +33,7 @@ from sae_explorer.atomic import atomic_save_npy
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sae_explorer.modality_stats import ModalityStats
     from sae_explorer.naming import LatentNames
 
 SCHEMA = 1
@@ -38,6 +41,9 @@ MANIFEST_NAME = "manifest.json"
 ITEMS_NAME = "items.parquet"
 EMBEDDINGS_NAME = "embeddings.npy"
 CODES_NAMES = ("codes_indptr.npy", "codes_ids.npy", "codes_values.npy")
+INPUT_STATS_NAME = "input_stats.npz"
+OPTIONAL_NAMES = (INPUT_STATS_NAME,)
+"""Files an index has only in some cases; the manifest lists them when they are there."""
 LATENT_ARRAYS = (
     "latent_count",
     "latent_count_image",
@@ -523,8 +529,10 @@ def index_file_names() -> list[str]:
 
 
 def index_files(dpath: Path) -> dict[str, int]:
-    """Name -> size in bytes of the files a complete index must have (for the manifest)."""
-    return {name: (dpath / name).stat().st_size for name in index_file_names()}
+    """Name -> size in bytes of the files a complete index must have, and of the optional ones
+    it has (for the manifest)."""
+    names = [*index_file_names(), *(n for n in OPTIONAL_NAMES if (dpath / n).is_file())]
+    return {name: (dpath / name).stat().st_size for name in names}
 
 
 def read_manifest(dpath: Path) -> dict:
@@ -744,6 +752,17 @@ class ActivationIndex:
         top = np.argpartition(-sims, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
         top = top[np.argsort(-sims[top], kind="stable")]
         return self._item_rows(top, similarity=sims[top])
+
+    @cached_property
+    def input_stats(self) -> ModalityStats:
+        """The statistics each modality was encoded with (the checkpoint's unless the index
+        holds others); queries of that modality must go through the same."""
+        from sae_explorer.modality_stats import ModalityStats
+
+        try:
+            return ModalityStats.load(self.dpath)
+        except (OSError, ValueError, KeyError) as e:
+            raise CorruptIndexError(f"cannot read {INPUT_STATS_NAME} in {self.dpath}: {e}") from e
 
     # ------------------------------------------------------------------ names
     @cached_property

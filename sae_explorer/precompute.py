@@ -42,12 +42,19 @@ import torch
 
 from sae_explorer.atomic import atomic_path, atomic_save_npy, atomic_save_npz, atomic_write_json
 from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
-from sae_explorer.corpus import Corpus, CorpusItem, default_cache_dpath, load_item_image
+from sae_explorer.corpus import (
+    MODALITIES,
+    Corpus,
+    CorpusItem,
+    default_cache_dpath,
+    load_item_image,
+)
 from sae_explorer.index import (
     CODES_NAMES,
     EMBEDDINGS_NAME,
     ITEMS_NAME,
     MANIFEST_NAME,
+    OPTIONAL_NAMES,
     SCHEMA,
     ActivationIndex,
     ActiveEntries,
@@ -61,6 +68,15 @@ from sae_explorer.index import (
     read_manifest,
     top_codes,
     write_latent_arrays,
+)
+from sae_explorer.modality_stats import (
+    CHECKPOINT,
+    ModalitySAEs,
+    ModalityStats,
+    StatsPlan,
+    corpus_stats,
+    embeddings_stats,
+    plan_stats,
 )
 from sae_explorer.progress import Progress
 
@@ -122,8 +138,15 @@ class PrecomputeConfig:
             raise ValueError("n_workers and n_words must be >= 0")
 
 
-def cache_key(encoder_id: str, sae_hash: str, corpus_hash: str, cfg: PrecomputeConfig) -> str:
-    """Hash naming an index folder: same inputs and result settings, same folder."""
+def cache_key(
+    encoder_id: str,
+    sae_hash: str,
+    corpus_hash: str,
+    cfg: PrecomputeConfig,
+    input_stats: dict | None = None,
+) -> str:
+    """Hash naming an index folder: same inputs and result settings, same folder.
+    ``input_stats`` (:meth:`StatsPlan.key_payload`) where a modality gets its own statistics."""
     payload = {
         "schema": SCHEMA,
         "encoder": encoder_id,
@@ -131,11 +154,36 @@ def cache_key(encoder_id: str, sae_hash: str, corpus_hash: str, cfg: PrecomputeC
         "corpus": corpus_hash,
         "config": {name: getattr(cfg, name) for name in cfg.RESULT_FIELDS},
     }
+    if input_stats is not None:
+        payload["input_stats"] = input_stats
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def index_dpath(cache_root: str | Path, key: str) -> Path:
     return Path(cache_root) / "index" / key[:20]
+
+
+class StatsSource(NamedTuple):
+    """How a build gets the statistics each modality is encoded with: the plan (part of the
+    key) and what computes them, called once when a build starts afresh."""
+
+    plan: StatsPlan
+    compute: Callable[[], ModalityStats]
+
+
+class KeyedPlan(NamedTuple):
+    key: str
+    plan: StatsPlan
+
+
+def corpus_key(encoder: ClipEncoder, sae: SAE, corpus: Corpus, cfg: PrecomputeConfig) -> KeyedPlan:
+    """The index key of ``corpus`` and the statistics plan that is part of it."""
+    modalities = {item.modality for item in corpus.items}
+    plan = plan_stats(sae, modalities, lambda: vocabulary_for(encoder, corpus, cfg)[0])
+    key = cache_key(
+        encoder.cache_id, sae.content_hash, corpus.manifest_hash, cfg, plan.key_payload()
+    )
+    return KeyedPlan(key, plan)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -156,7 +204,7 @@ def precompute(
     """
     _check_inputs(encoder, sae, corpus)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dpath()
-    key = cache_key(encoder.cache_id, sae.content_hash, corpus.manifest_hash, cfg)
+    key, plan = corpus_key(encoder, sae, corpus, cfg)
     dpath = index_dpath(cache_root, key)
     report = progress or (lambda frac, msg: None)
     with build_lock(dpath, report):
@@ -164,10 +212,28 @@ def precompute(
         if index is not None:
             report(1.0, f"index found: {index.n_items} items")
         else:
-            _build_from_corpus(encoder, sae, corpus, dpath, key, cfg, report, stop_after_chunks)
+            stats = _corpus_stats_source(encoder, sae, corpus, cfg, plan, cache_root, report)
+            _build_from_corpus(
+                encoder, sae, corpus, dpath, key, cfg, report, stop_after_chunks, stats
+            )
             index = ActivationIndex.load(dpath)
         _ensure_names(index, encoder, sae, corpus, cfg, report, cache_root)
     return index
+
+
+def _corpus_stats_source(
+    encoder, sae, corpus, cfg: PrecomputeConfig, plan: StatsPlan, cache_root: Path, report
+) -> StatsSource:
+    """The corpus build's statistics: corpus items of a modality the SAE was not trained on,
+    or the vocabulary's text embeddings (cached with the names' ones)."""
+
+    def vocabulary_embeddings() -> torch.Tensor:
+        words = vocabulary_for(encoder, corpus, cfg)[0]
+        return _vocabulary_embeddings(encoder, words, cache_root, lambda f, m: report(0, m))
+
+    return StatsSource(
+        plan, lambda: corpus_stats(encoder, sae, corpus.items, plan, vocabulary_embeddings, report)
+    )
 
 
 def _reuse(dpath: Path, key: str) -> ActivationIndex | None:
@@ -191,7 +257,7 @@ def clear_index_dpath(dpath: Path, keep: bool = False) -> None:
     from sae_explorer.naming import NAMES_FILE, NAMES_META
 
     ours = {
-        MANIFEST_NAME, *index_file_names(), NAMES_FILE, NAMES_META,
+        MANIFEST_NAME, *index_file_names(), *OPTIONAL_NAMES, NAMES_FILE, NAMES_META,
         PROGRESS_NAME, STATE_NAME, *BUILD_ONLY_NAMES.values(),
     }  # fmt: skip
     paths = list(dpath.iterdir())
@@ -212,7 +278,9 @@ def clear_index_dpath(dpath: Path, keep: bool = False) -> None:
         path.unlink()
 
 
-def _build_from_corpus(encoder, sae, corpus, dpath, key, cfg, report, stop_after_chunks) -> None:
+def _build_from_corpus(
+    encoder, sae, corpus, dpath, key, cfg, report, stop_after_chunks, stats: StatsSource
+) -> None:
     dpath.mkdir(parents=True, exist_ok=True)
     timer = _Timer()
     embedder = _CorpusEmbedder(encoder, corpus, cfg, timer)
@@ -225,7 +293,7 @@ def _build_from_corpus(encoder, sae, corpus, dpath, key, cfg, report, stop_after
         },
     }
     try:
-        builder = _Builder(sae, corpus.items, embedder, cfg, dpath, key, report, meta, timer)
+        builder = _Builder(sae, corpus.items, embedder, cfg, dpath, key, report, meta, timer, stats)
         builder.run(stop_after_chunks)
     finally:
         embedder.close()
@@ -244,29 +312,45 @@ def index_embeddings(
     synthetic ones in benchmarks) into ``dpath``; ``items`` default to texts named ``item<i>``.
 
     Same format, resumability and validation as :func:`precompute`, without the encoder; no
-    names (they need the text encoder).
+    names (they need the text encoder). Per-modality statistics come from the rows of
+    ``items`` of that modality; without ``items`` the modality of the rows is unknown and
+    every row goes through the checkpoint's statistics.
     """
     if x_nd.ndim != 2 or x_nd.shape[1] != sae.n_inputs:
         raise ValueError(f"embeddings must be [n, {sae.n_inputs}], got shape {x_nd.shape}")
     if len(x_nd) == 0:
         raise ValueError("no embeddings to index")
-    items = _NumberedTexts(len(x_nd)) if items is None else items
+    if items is None:
+        items, plan = _NumberedTexts(len(x_nd)), StatsPlan(CHECKPOINT, CHECKPOINT)
+    else:
+        plan = plan_stats(sae, {item.modality for item in items})
     if len(items) != len(x_nd):
         raise ValueError(f"{len(items)} items for {len(x_nd)} embeddings")
     dpath = Path(dpath)
     digest = hashlib.sha256()  # every row: a cache must never outlive a change to its input
     for start in range(0, len(x_nd), 4096):  # small blocks: no big transient copies
         digest.update(np.ascontiguousarray(x_nd[start : start + 4096]).reshape(-1).view(np.uint8))
-    key = cache_key(f"embeddings:{x_nd.shape}:{digest.hexdigest()}", sae.content_hash, "", cfg)
+    payload = plan.key_payload()
+    if payload is not None:  # which rows are texts decides the statistics
+        is_text = bytes(item.modality == "text" for item in items)
+        payload["modalities"] = hashlib.sha256(is_text).hexdigest()
+    key = cache_key(
+        f"embeddings:{x_nd.shape}:{digest.hexdigest()}", sae.content_hash, "", cfg, payload
+    )
+    stats = StatsSource(plan, lambda: embeddings_stats(sae, x_nd, items, plan))
     with build_lock(dpath, progress):
         index = _reuse(dpath, key)
         if index is None:
-            _build_from_embeddings(sae, x_nd, items, dpath, key, cfg, progress, stop_after_chunks)
+            _build_from_embeddings(
+                sae, x_nd, items, dpath, key, cfg, progress, stop_after_chunks, stats
+            )
             index = ActivationIndex.load(dpath)
     return index
 
 
-def _build_from_embeddings(sae, x_nd, items, dpath, key, cfg, progress, stop_after_chunks):
+def _build_from_embeddings(
+    sae, x_nd, items, dpath, key, cfg, progress, stop_after_chunks, stats: StatsSource
+) -> None:
     dpath.mkdir(parents=True, exist_ok=True)
 
     def embed(positions: range) -> ChunkEmbeddings:
@@ -277,7 +361,7 @@ def _build_from_embeddings(sae, x_nd, items, dpath, key, cfg, progress, stop_aft
 
     meta = {"encoder": {"model_id": "precomputed", "embed_dim": sae.n_inputs}}
     report = progress or (lambda frac, msg: None)
-    builder = _Builder(sae, items, embed, cfg, dpath, key, report, meta, _Timer())
+    builder = _Builder(sae, items, embed, cfg, dpath, key, report, meta, _Timer(), stats)
     builder.run(stop_after_chunks)
 
 
@@ -348,9 +432,8 @@ def _ensure_names(
 ) -> None:
     """Compute and store vocabulary names unless the index has them for this vocabulary.
 
-    The vocabulary's text embeddings depend only on the CLIP model, so they are cached under
-    ``<cache_root>/vocab`` and shared by every SAE and corpus (on a CPU, embedding thousands
-    of words with a full-size text tower takes minutes).
+    Words are texts: they go through the SAE as the index's texts did (with text statistics
+    for an image-trained SAE).
     """
     if not cfg.names:
         return
@@ -361,28 +444,44 @@ def _ensure_names(
     if existing is not None and existing.key == naming.vocabulary_hash(words):
         return
     t0 = time.perf_counter()
-    vocab_key = hashlib.sha256(f"{encoder.cache_id}\n{naming.vocabulary_hash(words)}".encode())
-    vocab_fpath = Path(cache_root) / "vocab" / f"{vocab_key.hexdigest()[:20]}.npy"
-    embeddings_vd = None
-    if vocab_fpath.is_file():
-        try:
-            cached = np.load(vocab_fpath, allow_pickle=False)
-            if cached.shape == (len(words), encoder.embed_dim):
-                embeddings_vd = torch.from_numpy(cached)
-        except (OSError, ValueError) as e:
-            log.warning("ignoring the unreadable vocabulary cache %s: %s", vocab_fpath, e)
-    if embeddings_vd is None:
-        embeddings_vd = naming.embed_words(
-            encoder, words, progress=lambda f, m: report(0.95 + 0.04 * f, m)
-        )
-        vocab_fpath.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(vocab_fpath, embeddings_vd.numpy())
-    names = naming.name_latents(encoder, sae, words, embeddings_vd=embeddings_vd, source=source)
+    embeddings_vd = _vocabulary_embeddings(
+        encoder, words, cache_root, lambda f, m: report(0.95 + 0.04 * f, m)
+    )
+    text_sae = index.input_stats.saes(sae).text
+    names = naming.name_latents(
+        encoder, text_sae, words, embeddings_vd=embeddings_vd, source=source
+    )
     names.save(index.dpath)
     index.__dict__.pop("names", None)  # drop the cached (older) names
     timings = dict(index.manifest.get("timings", {}), naming_s=round(time.perf_counter() - t0, 3))
     index.manifest["timings"] = timings
     report(1.0, f"named {sae.n_latents} latents from {len(words)} words")
+
+
+def _vocabulary_embeddings(
+    encoder, words: list[str], cache_root: Path, progress: Progress
+) -> torch.Tensor:
+    """Raw text embeddings [n_words, d] of a vocabulary.
+
+    They depend only on the CLIP model, so they are cached under ``<cache_root>/vocab`` and
+    shared by every SAE and corpus (on a CPU, embedding thousands of words with a full-size
+    text tower takes minutes).
+    """
+    from sae_explorer import naming
+
+    vocab_key = hashlib.sha256(f"{encoder.cache_id}\n{naming.vocabulary_hash(words)}".encode())
+    vocab_fpath = Path(cache_root) / "vocab" / f"{vocab_key.hexdigest()[:20]}.npy"
+    if vocab_fpath.is_file():
+        try:
+            cached = np.load(vocab_fpath, allow_pickle=False)
+            if cached.shape == (len(words), encoder.embed_dim):
+                return torch.from_numpy(cached)
+        except (OSError, ValueError) as e:
+            log.warning("ignoring the unreadable vocabulary cache %s: %s", vocab_fpath, e)
+    embeddings_vd = naming.embed_words(encoder, words, progress=progress)
+    vocab_fpath.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(vocab_fpath, embeddings_vd.numpy())
+    return embeddings_vd
 
 
 def vocabulary_for(encoder, corpus: Corpus, cfg: PrecomputeConfig) -> tuple[list[str], str]:
@@ -625,12 +724,27 @@ class _Builder:
         report: Progress,
         meta: dict,
         timer: _Timer,
+        stats_source: StatsSource,
     ) -> None:
         self.sae, self.items, self.embed, self.cfg = sae, items, embed, cfg
         self.dpath, self.key, self.report, self.meta = dpath, key, report, meta
         self.n_chunks = -(-len(items) // cfg.chunk_size)
         self.n_levels = len(sae.nesting_list) if sae.nesting_list else 0
         self.timer = timer
+        self.stats_source = stats_source
+        self.stats = ModalityStats()
+        self.saes: ModalitySAEs = self.stats.saes(sae)
+
+    def _use_stats(self, stats: ModalityStats) -> None:
+        self.stats, self.saes = stats, stats.saes(self.sae)
+
+    def _saved_stats(self) -> ModalityStats:
+        """The statistics a resumed build started with; ValueError if they are not the plan's."""
+        stats = ModalityStats.load(self.dpath)
+        planned = {m: self.stats_source.plan.origin(m) != CHECKPOINT for m in MODALITIES}
+        if {m: stats.own(m) is not None for m in MODALITIES} != planned:
+            raise ValueError("its input statistics are missing or not the planned ones")
+        return stats
 
     # ------------------------------------------------------------------ resume
     def _resume(self) -> tuple[LatentAccumulator, int, list[dict], _Appenders]:
@@ -640,6 +754,7 @@ class _Builder:
                 state = json.loads(progress_fpath.read_text())
                 if state["key"] != self.key or state["chunk_size"] != self.cfg.chunk_size:
                     raise ValueError("written with other settings")
+                stats = self._saved_stats()
                 with np.load(self.dpath / STATE_NAME, allow_pickle=False) as arrays:
                     acc = LatentAccumulator.from_state(dict(arrays))
                 if acc.n_items != state["n_ok"] or state["rows"]["embeddings"] != acc.n_items:
@@ -649,10 +764,16 @@ class _Builder:
                     self.timer.add(name, seconds)
                 n_done = int(state["n_chunks_done"])
                 log.info("resuming %s after chunk %d/%d", self.dpath, n_done, self.n_chunks)
+                self._use_stats(stats)
                 return acc, n_done, state["skipped"], files
             except (ValueError, KeyError, TypeError, OSError, AssertionError) as e:
                 log.warning("cannot resume %s (%s); starting over", self.dpath, e)
         clear_index_dpath(self.dpath, keep=True)  # start clean
+        t0 = time.perf_counter()
+        self._use_stats(self.stats_source.compute())
+        self.stats.save(self.dpath)
+        if not self.stats_source.plan.checkpoint_only:
+            self.timer.add("input_stats_s", time.perf_counter() - t0)
         acc = LatentAccumulator(
             self.sae.n_latents, self.cfg.top_m, self.cfg.n_samples, self.n_levels, self.cfg.seed
         )
@@ -710,7 +831,7 @@ class _Builder:
         self._finish(acc, skipped, files, time.perf_counter() - t_start)
 
     def _sae_batch(
-        self, x_bd: torch.Tensor, threads: int
+        self, x_bd: torch.Tensor, is_image_b: np.ndarray, threads: int
     ) -> tuple[ActiveEntries, SparseCodes, torch.Tensor | None]:
         """Everything per batch that does not touch shared state (runs in the worker pool).
 
@@ -719,7 +840,7 @@ class _Builder:
         resumed run reproduces an uninterrupted one exactly."""
         torch.set_num_threads(threads)
         with torch.inference_mode():
-            z_bl = self.sae.encode(x_bd.to(self.sae.latent_bias.device))
+            z_bl = self.saes.encode(x_bd.to(self.sae.latent_bias.device), is_image_b)
             levels_bl = self.sae.latent_levels(z_bl).cpu() if self.n_levels else None
         entries = active_entries(z_bl)
         return entries, top_codes(entries, self.cfg.top_k), levels_bl
@@ -751,7 +872,8 @@ class _Builder:
         in_order = InOrder(merge)
 
         def work(i: int, s: int) -> None:
-            in_order.deliver(i, s, self._sae_batch(chunk.x_nd[s : s + bs], threads))
+            result = self._sae_batch(chunk.x_nd[s : s + bs], is_image_n[s : s + bs], threads)
+            in_order.deliver(i, s, result)
 
         starts = range(0, len(chunk.ok_pos), bs)
         for future in [pool.submit(work, i, s) for i, s in enumerate(starts)]:
@@ -799,6 +921,7 @@ class _Builder:
                 "config": self.sae.cfg.to_dict(),
             },
             "config": asdict(self.cfg),
+            "input_stats": self.stats.manifest(),
             "counts": {
                 "n_items": n_items,
                 "n_images": n_images,
@@ -919,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.force:
             cache_root = Path(args.cache_dir) if args.cache_dir else default_cache_dpath()
-            key = cache_key(encoder.cache_id, sae.content_hash, corpus.manifest_hash, cfg)
+            key = corpus_key(encoder, sae, corpus, cfg).key
             shutil.rmtree(index_dpath(cache_root, key), ignore_errors=True)
         with tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True) as bar:
 
@@ -938,6 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"index: {index.dpath}\n  {counts['n_items']} items ({counts['n_images']} images, "
         f"{counts['n_texts']} texts), {counts['n_skipped']} skipped, {counts['n_latents']} latents"
+        f"\n  input statistics: {json.dumps(index.manifest.get('input_stats'))}"
         f"\n  timings: {json.dumps(index.manifest['timings'])}  (this call {total:.1f}s)"
     )
     return 0

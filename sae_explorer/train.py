@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -32,9 +32,18 @@ from torch import Tensor
 
 from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
 from sae_explorer.progress import Progress
-from sae_explorer.sae import ACTIVATIONS, SAE, WEIGHTINGS, SAEConfig, relative_importance
+from sae_explorer.sae import (
+    ACTIVATIONS,
+    SAE,
+    WEIGHTINGS,
+    InputStats,
+    SAEConfig,
+    relative_importance,
+)
 
 ARCHITECTURES = ("matryoshka", "topk", "relu")
+TrainingModality = Literal["image", "text", "both"]
+TRAINING_MODALITIES: tuple[str, ...] = get_args(TrainingModality)
 CHUNK_ROWS = 65_536  # rows per chunk for statistics over (memory-mapped) data
 
 
@@ -75,6 +84,13 @@ class TrainConfig:
     clip_model: str | None = field(
         default=None, metadata=doc("CLIP model id the embeddings came from (provenance)")
     )
+    training_modality: TrainingModality | None = field(
+        default=None,
+        metadata=doc(
+            f"what the embeddings are, one of {TRAINING_MODALITIES} (provenance; the explorer "
+            "encodes another modality with that modality's own statistics)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -95,6 +111,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.training_modality not in (None, *TRAINING_MODALITIES):
+            raise ValueError(
+                f"unknown training_modality {self.training_modality!r}; choose one of "
+                f"{TRAINING_MODALITIES} or leave it unset"
+            )
 
     def sae_config(self, n_inputs: int, scaling_factor: float) -> SAEConfig:
         common = dict(
@@ -151,30 +172,43 @@ def _rows(x_nd: np.ndarray, idx: np.ndarray) -> Tensor:
 def data_stats(x_nd: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig) -> DataStats:
     """Mean, scaling factor and a content hash, in chunks (never the whole array in memory)."""
     digest = hashlib.sha256(f"{x_nd.shape}|{x_nd.dtype}".encode())
-    total = np.zeros(x_nd.shape[1], dtype=np.float64)
     for start in range(0, x_nd.shape[0], CHUNK_ROWS):
         chunk = np.ascontiguousarray(x_nd[start : start + CHUNK_ROWS])
         if not np.isfinite(chunk).all():
             bad = start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
             raise ValueError(f"training data contains NaN/inf (first at row {bad})")
         digest.update(chunk.tobytes())
-    train_sorted = np.sort(train_idx)
-    for start in range(0, len(train_sorted), CHUNK_ROWS):
-        total += _rows(x_nd, train_sorted[start : start + CHUNK_ROWS]).double().sum(0).numpy()
-    mean_d = torch.from_numpy(total / len(train_sorted)).float()
-    if not cfg.mean_center:
+    stats = msae_input_stats(x_nd, train_idx, cfg.mean_center, cfg.scale_norm)
+    return DataStats(stats.mean_d, stats.scaling_factor, digest.hexdigest())
+
+
+def msae_input_stats(
+    x_nd: np.ndarray, idx: np.ndarray, mean_center: bool = True, scale_norm: bool = True
+) -> InputStats:
+    """MSAE's input statistics of rows ``idx`` of ``x_nd``: their mean (zeros unless
+    ``mean_center``) and the factor that makes the mean L2 norm of the centred rows
+    ``sqrt(n_inputs)`` (1 unless ``scale_norm``). Read in chunks, as float32 rows summed in
+    float64; also what the explorer computes for a modality the SAE was not trained on."""
+    if len(idx) == 0:
+        raise ValueError("no rows to compute input statistics from")
+    total = np.zeros(x_nd.shape[1], dtype=np.float64)
+    idx_sorted = np.sort(idx)
+    for start in range(0, len(idx_sorted), CHUNK_ROWS):
+        total += _rows(x_nd, idx_sorted[start : start + CHUNK_ROWS]).double().sum(0).numpy()
+    mean_d = torch.from_numpy(total / len(idx_sorted)).float()
+    if not mean_center:
         mean_d = torch.zeros_like(mean_d)
     scaling = 1.0
-    if cfg.scale_norm:
+    if scale_norm:
         norm_sum = 0.0
-        for start in range(0, len(train_sorted), CHUNK_ROWS):
-            rows = _rows(x_nd, train_sorted[start : start + CHUNK_ROWS]) - mean_d
+        for start in range(0, len(idx_sorted), CHUNK_ROWS):
+            rows = _rows(x_nd, idx_sorted[start : start + CHUNK_ROWS]) - mean_d
             norm_sum += float(rows.norm(dim=-1).double().sum())
-        mean_norm = norm_sum / len(train_sorted)
+        mean_norm = norm_sum / len(idx_sorted)
         if mean_norm <= 0:
-            raise ValueError("training data has zero norm after centring; nothing to learn")
+            raise ValueError("the data has zero norm after centring: every row equals the mean")
         scaling = math.sqrt(x_nd.shape[1]) / mean_norm
-    return DataStats(mean_d, scaling, digest.hexdigest())
+    return InputStats(mean_d, scaling)
 
 
 # ---------------------------------------------------------------------- optimisation steps
@@ -363,6 +397,8 @@ def _train(x_nd: np.ndarray, cfg: TrainConfig, progress: Progress | None) -> Tra
         "train_config": asdict(cfg),
         "val_metrics": metrics.get("val"),
     }
+    if cfg.training_modality is not None:
+        sae.provenance["training_modality"] = cfg.training_modality
     return TrainResult(sae, metrics)
 
 

@@ -69,6 +69,7 @@ def assert_inspect_result(result, n_rows_at_least: int = 1) -> None:
     desc, diag, levels, table, bar, thumbs = result
     assert desc.startswith("**Input:**")
     assert "cosine" in diag and "L0" in diag
+    assert "Encoded with checkpoint statistics" in diag  # the built-in SAE: trained on both
     assert levels["type"] == "plotly" and bar["type"] == "plotly"
     assert table["headers"][:3] == ["latent", "names", "activation"]
     assert len(table["data"]) >= n_rows_at_least

@@ -424,8 +424,9 @@ class SAE(nn.Module):
             _check_weight(name, values[name], shape, cfg)
         sae = cls._bare(cfg)
         for name, tensor in values.items():
-            # contiguous: the same SAE computes the same bits whichever layout its file used
-            tensor = tensor.to(device=device, dtype=dtype).contiguous()
+            # Kept in the file's layout (OpenAI's transposed matrices too): making them contiguous
+            # would double a load's peak memory; matmuls read either layout.
+            tensor = tensor.to(device=device, dtype=dtype)
             if name == "mean":
                 sae.mean = tensor
             else:

@@ -54,8 +54,12 @@ def assert_project_round_trip(sae: SAE, tmp_path: Path) -> SAE:
     assert again.cfg == sae.cfg
     assert again.provenance["clip_model"] == "ViT-B-32/openai"
     x = x_batch(sae.n_inputs, seed=9)
-    torch.testing.assert_close(again.encode(x), sae.encode(x), atol=0, rtol=0)
-    torch.testing.assert_close(again(x).x_hat_codes_bd, sae(x).x_hat_codes_bd, atol=0, rtol=0)
+    # Bit-identical when the source stored the same layout; OpenAI/auto_circuit files keep their
+    # transposed matrices (no copy on load), and a matmul over another layout sums in another order.
+    same_layout = all(t.is_contiguous() for t in sae.tensors().values())
+    atol = 0 if same_layout else 1e-6
+    torch.testing.assert_close(again.encode(x), sae.encode(x), atol=atol, rtol=0)
+    torch.testing.assert_close(again(x).x_hat_codes_bd, sae(x).x_hat_codes_bd, atol=atol, rtol=0)
     return again
 
 

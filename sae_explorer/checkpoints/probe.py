@@ -75,8 +75,8 @@ class Probe:
                 raise ValueError(f"cannot read {self.path} as safetensors: {err}") from err
         if self.json_header is not None:
             with open(self.path, "rb") as fh:
-                fh.readline(HEADER_MAX_BYTES)
-                return load_pickle_safely(io.BytesIO(fh.read()), self.path)
+                offset = len(fh.readline(HEADER_MAX_BYTES))
+                return load_pickle_safely(io.BufferedReader(_Tail(fh, offset)), self.path)
         return load_pickle_safely(self.path, self.path)
 
     def state(self) -> tuple[dict | None, str]:
@@ -92,7 +92,33 @@ class Probe:
         return obj, ""
 
 
-def load_pickle_safely(src: Path | io.BytesIO, fpath: Path) -> Any:
+class _Tail(io.RawIOBase):
+    """The part of an open file after ``offset``, as a file of its own (what follows saev's
+    header line), so torch reads the checkpoint from disk instead of from a copy in memory."""
+
+    def __init__(self, fh: io.BufferedReader, offset: int) -> None:
+        super().__init__()
+        self.fh, self.offset = fh, offset
+        fh.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.fh.readinto(buffer)
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        target = self.offset + pos if whence == io.SEEK_SET else pos
+        return self.fh.seek(target, whence) - self.offset
+
+    def tell(self) -> int:
+        return self.fh.tell() - self.offset
+
+
+def load_pickle_safely(src: Path | io.IOBase, fpath: Path) -> Any:
     """``torch.load`` restricted to tensors and plain containers (never runs pickled code)."""
     try:
         if isinstance(src, Path):

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sae_explorer import builtin
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
 from sae_explorer.images import to_rgb
 
@@ -54,7 +55,6 @@ ID_COLUMNS = ("id", "item_id", "uid", "key")
 
 HF_DEFAULT_MAX_ITEMS = 10_000
 """A Hugging Face dataset is streamed; without ``max_items`` this many rows are read."""
-SHAPES_SCHEME = "builtin:shapes"
 
 
 class CorpusItem(NamedTuple):
@@ -120,11 +120,9 @@ def load_item_image(item: CorpusItem) -> Image.Image:
     """Decode one image item to RGB (regenerating built-in world items)."""
     if item.modality != "image":
         raise ValueError(f"item {item.item_id!r} is a {item.modality}, not an image")
-    if item.source.startswith(SHAPES_SCHEME):
-        from sae_explorer.worlds import shapes
-
+    if builtin.is_builtin(item.source):
         options = _parse_options(item.source.partition("?")[2])
-        return shapes.make_item(int(options["index"]), seed=int(options["seed"])).image
+        return builtin.resolve(item.source).module().load_image(options)
     try:
         with Image.open(item.source) as opened:
             opened.load()
@@ -174,7 +172,7 @@ def default_cache_dpath() -> Path:
 
 
 def _load_one(source: str, max_items: int | None, cache_dpath) -> Corpus:
-    if source.startswith("builtin:"):
+    if builtin.is_builtin(source):
         return _load_builtin(source, max_items)
     if source.startswith("hf:"):
         return _load_hf(source, max_items, cache_dpath)
@@ -364,43 +362,8 @@ def _cell(value) -> str | None:
 
 # --------------------------------------------------------------------------- built-in world
 def _load_builtin(source: str, max_items: int | None) -> Corpus:
-    name, _, query = source.partition("?")
-    if name != SHAPES_SCHEME:
-        raise ValueError(f"unknown built-in corpus {name!r}; available: {[SHAPES_SCHEME]}")
-    from sae_explorer.worlds import shapes
-
-    options = _parse_options(query)
-    unknown = sorted(set(options) - {"n", "seed", "modality"})
-    if unknown:
-        raise ValueError(
-            f"unknown options {unknown} for {SHAPES_SCHEME}; allowed: n, seed, modality"
-        )
-    try:
-        n = int(options.get("n", shapes.DEFAULT_DEMO_SIZE))
-        seed = int(options.get("seed", shapes.DEFAULT_DEMO_SEED))
-    except ValueError as e:
-        raise ValueError(f"{SHAPES_SCHEME} options n and seed must be integers: {e}") from e
-    modality = options.get("modality", "both")
-    if modality not in ("both", *MODALITIES):
-        raise ValueError(f"{SHAPES_SCHEME} modality must be image, text or both, got {modality!r}")
-    if n < 1:
-        raise ValueError(f"{SHAPES_SCHEME} needs n >= 1, got {n}")
-    indices = spread_indices(n, max_items)
-    items = []
-    for index in indices:
-        # Attributes and caption come from the same seeded draw as the image; the image itself
-        # is only drawn when asked for.
-        rng = np.random.default_rng([seed, int(index)])
-        attributes = shapes.sample_attributes(rng)
-        ref = f"{SHAPES_SCHEME}?seed={seed}&index={index}"
-        label = attributes.get("shape")
-        if modality in ("both", "image"):
-            items.append(CorpusItem(f"{seed}/{index}:image", "image", ref, label, attributes))
-        if modality in ("both", "text"):
-            text = shapes.caption(attributes)
-            items.append(CorpusItem(f"{seed}/{index}:text", "text", text, label, attributes))
-    fingerprint = f"{SHAPES_SCHEME}:image_size={shapes.IMAGE_SIZE}"
-    return Corpus(items, source, (fingerprint,))
+    world = builtin.resolve(source)
+    return world.module().load_corpus(source, _parse_options(source.partition("?")[2]), max_items)
 
 
 # --------------------------------------------------------------------------- Hugging Face

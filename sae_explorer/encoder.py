@@ -2,8 +2,9 @@
 
 Model names are open_clip's own and are passed through untouched: an architecture plus a
 pretrained tag (``"ViT-B-32"`` + ``"openai"``), ``"hf-hub:org/repo"``, ``"local-dir:/path"``, or
-an architecture plus a local weights file. The one name added here is ``"builtin:shapes"``, the
-offline world shipped in ``checkpoints/builtin-shapes/clip`` (an open_clip ``local-dir`` folder).
+an architecture plus a local weights file. The names added here are the built-in worlds'
+(``"builtin:shapes"``, see :mod:`sae_explorer.builtin`): open_clip ``local-dir`` folders shipped
+with the package.
 
 Embeddings come back raw (unnormalised) by default: that is what MSAE was trained on (its
 precompute stored ``encode_image``/``encode_text`` outputs as they are). ``normalize=True`` gives
@@ -24,19 +25,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from sae_explorer import builtin
 from sae_explorer.images import to_rgb
 from sae_explorer.progress import Progress
-from sae_explorer.worlds import shapes
-
-BUILTIN_MODELS: dict[str, Path] = {"builtin:shapes": shapes.CHECKPOINT_DPATH / "clip"}
-"""Short names of the models shipped with the project -> their open_clip ``local-dir`` folders."""
 
 OFFLINE_HINT = (
     "Working offline? The built-in world needs no download: load_encoder('builtin:shapes') "
     "(with load_sae('builtin:shapes'))."
 )
-
-shapes.register_clip_arch()
 
 
 class ModelDownloadError(OSError):
@@ -224,12 +220,13 @@ def load_encoder(
     """Load a CLIP model by its open_clip name (or ``"builtin:shapes"``) for encoding.
 
     Without ``pretrained`` an architecture name gives a randomly initialised model (seeded, so
-    every load gives the same weights), which is what tests use with ``shapes.CLIP_ARCH``.
+    every load gives the same weights), which is what tests use with a world's ``clip_arch``.
     """
     dev = pick_device(device)
     precision = _precision(dev)
     model_id, open_clip_name = _resolve_name(model, pretrained)
-    if model in BUILTIN_MODELS:
+    builtin.register_clip_arch(open_clip_name)
+    if builtin.is_builtin(model):
         pretrained = None
     schema, _ = open_clip.factory.parse_model_name(open_clip_name)
     tag_cfg = (
@@ -265,7 +262,7 @@ def load_encoder(
             raise ValueError(
                 f"unknown CLIP model {model!r} ({e}); expected an open_clip architecture such as "
                 f"'ViT-B-32' (see open_clip.list_models()), 'hf-hub:org/repo', 'local-dir:/path' "
-                f"or one of {sorted(BUILTIN_MODELS)}"
+                f"or one of {[w.source for w in builtin.WORLDS.values()]}"
             ) from e
         raise
     input_dtype = open_clip.get_input_dtype(precision) or torch.float32
@@ -301,16 +298,15 @@ def weights_fingerprint(fpaths: Sequence[Path], edge_bytes: int = 1 << 20) -> st
 
 def _resolve_name(model: str, pretrained: str | None) -> tuple[str, str]:
     """(model_id for caches and display, name to hand to open_clip)."""
-    if model in BUILTIN_MODELS:
-        dpath = BUILTIN_MODELS[model]
+    if builtin.is_builtin(model):
+        world = builtin.resolve(model)
+        dpath = world.clip_dpath
         if not (dpath / "open_clip_config.json").is_file():
             raise ValueError(
                 f"built-in model {model!r} not found at {dpath}; rebuild it with "
-                "`python -m sae_explorer.worlds.shapes train`"
+                f"`python -m {world.module_name} train`"
             )
-        return model, f"local-dir:{dpath}"
-    if model.startswith("builtin:"):
-        raise ValueError(f"unknown built-in model {model!r}; available: {sorted(BUILTIN_MODELS)}")
+        return world.source, f"local-dir:{dpath}"
     if model.startswith("local-dir:"):
         return f"local-dir:{Path(model[len('local-dir:') :]).resolve()}", model
     if model.startswith("hf-hub:"):

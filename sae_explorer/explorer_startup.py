@@ -126,7 +126,8 @@ def load_explorer(
     listing online, the cached files offline)."""
     if cfg.demo or cfg.is_builtin:
         note = "built-in shapes world (--demo)" if cfg.demo else ""
-        return _load(cfg.builtin() if cfg.demo else cfg, progress, hub.list_repo_files, note)
+        lister = list_files or hub.list_repo_files
+        return _load(cfg.builtin() if cfg.demo else cfg, progress, lister, note)
     status = hub_status() if needs_hub(cfg) else hub.HubStatus(True)
     try:
         if status.online:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
+from sae_explorer import builtin
 from sae_explorer.atomic import atomic_save_npz, atomic_write_json
 from sae_explorer.progress import Progress
 
@@ -176,15 +177,8 @@ def default_vocabulary(world: str | None = None, n_words: int = DEFAULT_N_WORDS)
 
 
 def world_vocabulary(world: str) -> list[str]:
-    name = world.removeprefix("builtin:")
-    if name != "shapes":
-        raise ValueError(f"unknown built-in world {world!r}; available: ['shapes']")
-    from sae_explorer.worlds import shapes
-
-    out = []
-    for attribute, values in shapes.ATTRIBUTES.items():
-        out.extend(f"{v} background" if attribute == "background" else v for v in values)
-    return out
+    """A built-in world's own words (``"shapes"`` or ``"builtin:shapes"``)."""
+    return builtin.resolve(world).module().vocabulary()
 
 
 def load_vocabulary(fpath: str | os.PathLike) -> list[str]:
@@ -203,17 +197,6 @@ def load_vocabulary(fpath: str | os.PathLike) -> list[str]:
 
 
 # --------------------------------------------------------------------------- scoring
-@torch.inference_mode()
-def to_model_space(sae: SAE, x_bd: torch.Tensor) -> torch.Tensor:
-    """CLIP embeddings -> the SAE's model space, where decoder directions live:
-    input preprocessing, per-sample normalisation (if the SAE uses it), minus the pre-bias."""
-    xm_bd = sae.preprocess(x_bd.float())
-    stats = sae.normalization_stats(xm_bd)
-    if stats is not None:
-        xm_bd = (xm_bd - stats.mu_b1) / stats.std_b1.clamp_min(1e-12)
-    return xm_bd - sae.pre_bias.detach()
-
-
 @torch.inference_mode()
 def name_latents(
     encoder: ClipEncoder,
@@ -240,7 +223,7 @@ def name_latents(
             f"vocabulary embeddings have shape {tuple(embeddings_vd.shape)}, expected "
             f"({len(words)}, {sae.n_inputs})"
         )
-    xm_vd = to_model_space(sae, embeddings_vd)
+    xm_vd = sae.to_model_space(embeddings_vd.float())
     center_d = xm_vd.mean(0) if len(words) > 1 else torch.zeros(sae.n_inputs)
     unit_vd = torch.nn.functional.normalize(xm_vd - center_d, dim=-1)
     dictionary_ld = sae.get_dictionary().float()
@@ -305,7 +288,7 @@ def search_latents(
     query = (query or "").strip()
     if not query:
         raise ValueError("the search query is empty; type a word or phrase")
-    xm_1d = to_model_space(sae, encoder.encode_texts([query]))
+    xm_1d = sae.to_model_space(encoder.encode_texts([query]).float())
     if names is not None:
         if names.n_latents != sae.n_latents:
             raise ValueError(

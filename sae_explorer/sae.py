@@ -690,6 +690,13 @@ class SAE(nn.Module):
         xm_bd = self.preprocess(x_bd.to(self.dtype))
         return xm_bd, self.normalization_stats(xm_bd)
 
+    def to_model_space(self, x_bd: Tensor) -> Tensor:
+        """CLIP-space inputs [b, n_inputs] -> the space the encoder reads and the decoder's
+        directions live in: input preprocessing, the SAE's per-sample normalisation (same eps as
+        encoding), minus the pre-bias. ``encode`` is ``act(to_model_space(x) @ encoder + b)``."""
+        xm_bd, stats = self._model_inputs(x_bd)
+        return self.normalize_model(xm_bd, stats) - self.pre_bias
+
     def encode(self, x_bd: Tensor, topk: int | None = None) -> Tensor:
         """Latents [b, n_latents] of CLIP-space inputs [b, n_inputs], as the checkpoint's own
         library encodes them: with ``cfg.inference == "full"`` (MSAE: reference
@@ -718,9 +725,7 @@ class SAE(nn.Module):
         ids = torch.as_tensor(latent_ids, dtype=torch.long, device=self.device)
         if self.cfg.inference == "topk":
             return self.encode(x_bd)[:, ids]
-        xm_bd, stats = self._model_inputs(x_bd)
-        xc_bd = self.normalize_model(xm_bd, stats) - self.pre_bias
-        pre_bm = xc_bd @ self.encoder[:, ids] + self.latent_bias[ids]
+        pre_bm = self.to_model_space(x_bd) @ self.encoder[:, ids] + self.latent_bias[ids]
         return self.cap(self.full_latents(pre_bm, inplace=True, latent_ids=ids))
 
     def decode(self, z_bl: Tensor, stats: NormStats | None = None) -> Tensor:

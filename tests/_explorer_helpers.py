@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sae_explorer import builtin
 from sae_explorer.checkpoints import load_sae
 from sae_explorer.corpus import load_corpus
 from sae_explorer.encoder import load_encoder
@@ -41,7 +42,7 @@ N_ITEMS = 200
 
 
 def builtin_world_trained() -> bool:
-    dpath = shapes.CHECKPOINT_DPATH
+    dpath = builtin.DEFAULT.dpath
     return (dpath / "clip" / "open_clip_config.json").is_file() and (
         dpath / "sae" / "config.json"
     ).is_file()

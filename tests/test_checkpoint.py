@@ -87,14 +87,21 @@ def test_project_format_round_trip(cfg, tmp_path):
     assert not list((tmp_path / "converted").glob("*.tmp"))
 
 
-def test_builtin_source_resolves_to_checkpoints_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoints, "BUILTIN_DPATH", tmp_path)
+def test_builtin_source_resolves_through_the_world_registry(tmp_path, monkeypatch):
+    from sae_explorer import builtin
+
+    monkeypatch.setattr(builtin, "DATA_DPATH", tmp_path)
+    toy = builtin.BuiltinWorld("toy", "sae_explorer.worlds.shapes", "none", n_words=0)
+    monkeypatch.setitem(builtin.WORLDS, "toy", toy)
     sae = SAE(SAEConfig(D, N, activation="ReLU"))
-    save_sae(sae, tmp_path / "builtin-toy" / "sae")
+    save_sae(sae, tmp_path / "toy" / "sae")
     loaded = load_sae("builtin:toy")
     assert loaded.content_hash == sae.content_hash and loaded.source == "builtin:toy"
-    with pytest.raises(ValueError, match=r"no built-in SAE 'nope'.*available: \['toy'\]"):
+    with pytest.raises(ValueError, match=r"unknown built-in world 'nope'.*'builtin:toy'"):
         load_sae("builtin:nope")
+    monkeypatch.setitem(builtin.WORLDS, "empty", toy._replace(name="empty"))
+    with pytest.raises(ValueError, match=r"built-in SAE 'builtin:empty' not found"):
+        load_sae("builtin:empty")
 
 
 def test_loaded_sae_is_cpu_fp32_eval(tmp_path):

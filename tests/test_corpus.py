@@ -118,7 +118,7 @@ def test_empty_and_unsupported_sources(tmp_path):
         load_corpus(tmp_path / "x.docx")
     with pytest.raises(ValueError, match="not found"):
         load_corpus(tmp_path / "nope")
-    with pytest.raises(ValueError, match="unknown built-in corpus"):
+    with pytest.raises(ValueError, match=r"unknown built-in world .planets.*builtin:shapes"):
         load_corpus("builtin:planets")
 
 

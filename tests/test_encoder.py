@@ -251,9 +251,7 @@ def test_user_mistakes_are_value_errors(tmp_path) -> None:
         load_encoder("ViT-B-32", pretrained="not-a-tag", device="cpu")
     with pytest.raises(ValueError, match="nowhere"):
         load_encoder(f"local-dir:{tmp_path / 'nowhere'}", device="cpu")
-    with pytest.raises(
-        ValueError, match=r"unknown built-in model 'builtin:circles'.*builtin:shapes"
-    ):
+    with pytest.raises(ValueError, match=r"unknown built-in world 'circles'.*builtin:shapes"):
         load_encoder("builtin:circles", device="cpu")
 
 

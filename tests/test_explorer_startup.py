@@ -123,7 +123,13 @@ def test_unreachable_hub_falls_back_to_the_builtin_world(tmp_path, monkeypatch, 
 def test_demo_goes_straight_to_the_builtin_world(tmp_path, monkeypatch):
     monkeypatch.setattr(startup, "BUILTIN_CORPUS", "builtin:shapes?n=100")
     called = []
-    explorer = load_explorer(offline_cfg(tmp_path, demo=True), list_files=called.append)
-    assert called == []  # the Hub is never asked
+
+    def status_spy() -> hub.HubStatus:
+        called.append("hub_status")
+        return hub.HubStatus(True)
+
+    cfg = offline_cfg(tmp_path, demo=True)
+    explorer = load_explorer(cfg, list_files=called.append, hub_status=status_spy)
+    assert called == []  # the Hub is never asked: neither probed nor listed
     assert explorer.encoder.model_id == "builtin:shapes"
     assert "--demo" in explorer.sources.note

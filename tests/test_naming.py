@@ -14,7 +14,6 @@ from sae_explorer.naming import (
     load_vocabulary,
     name_latents,
     search_latents,
-    to_model_space,
 )
 from sae_explorer.sae import SAE
 
@@ -40,7 +39,7 @@ def planted(encoder):
     tensors["pre_bias"] = torch.randn(encoder.embed_dim) * 0.01
     cfg = base.cfg.__class__(**{**base.cfg.to_dict(), "scaling_factor": 2.0})
     sae = SAE.from_tensors(cfg, tensors)
-    xm = to_model_space(sae, raw)
+    xm = sae.to_model_space(raw)
     unit = torch.nn.functional.normalize(xm - xm.mean(0), dim=-1)
     plant = [3, 0, 6]  # latent i -> word index
     decoder = tensors["decoder"].clone()

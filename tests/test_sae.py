@@ -402,3 +402,18 @@ def test_wrong_input_width_is_a_value_error():
         sae.encode(torch.zeros(2, 11))
     with pytest.raises(ValueError, match="width 48"):
         sae.decode(torch.zeros(2, 47))
+
+
+@pytest.mark.parametrize("input_norm", ["none", "layer_norm", "constant_norm_rescale"])
+def test_to_model_space_is_what_the_encoder_reads(input_norm):
+    cfg = build_cfg(activation="ReLU", k=None, input_norm=input_norm, scaling_factor=2.5)
+    sae, _ = random_sae(cfg)
+    with torch.no_grad():
+        sae.mean.normal_(0, 1)
+        sae.pre_bias.normal_(0, 0.3)
+    x = inputs(cfg)
+    z = torch.relu(sae.to_model_space(x) @ sae.encoder + sae.latent_bias)
+    torch.testing.assert_close(sae.encode(x), z, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(
+        sae.latent_activations(x, [3, 7]), z[:, [3, 7]], atol=1e-5, rtol=1e-6
+    )

@@ -8,6 +8,8 @@ import numpy as np
 import open_clip
 import pytest
 
+from sae_explorer import builtin
+from sae_explorer.corpus import load_corpus
 from sae_explorer.worlds import shapes
 
 
@@ -75,16 +77,18 @@ def test_caption_helpers() -> None:
     assert all(isinstance(p, str) and p for p in partial)
 
 
-def test_demo_defaults_are_cheap_to_generate() -> None:
-    assert shapes.DEFAULT_DEMO_SIZE >= 1000
-    assert shapes.DEFAULT_DEMO_SEED not in {shapes.TRAIN_SEED}
-    items = shapes.make_items(200, seed=shapes.DEFAULT_DEMO_SEED)
-    assert len({it.image.tobytes() for it in items}) == 200
+def test_demo_corpus_is_varied_and_held_out_from_training() -> None:
+    corpus = load_corpus(builtin.DEFAULT.source)
+    n_images = sum(item.modality == "image" for item in corpus.items)
+    assert n_images == shapes.DEFAULT_DEMO_SIZE and len(corpus.items) == 2 * n_images
+    demo = {it.image.tobytes() for it in shapes.make_items(200, seed=shapes.DEFAULT_DEMO_SEED)}
+    train = {it.image.tobytes() for it in shapes.make_items(200, seed=shapes.TRAIN_SEED)}
+    assert len(demo) == 200 and not demo & train
 
 
 def test_clip_arch_is_registered_with_open_clip() -> None:
-    shapes.register_clip_arch()
-    shapes.register_clip_arch()  # idempotent
+    builtin.DEFAULT.register_clip_arch()
+    builtin.DEFAULT.register_clip_arch()  # idempotent
     assert shapes.CLIP_ARCH in open_clip.list_models()
     model = open_clip.create_model(shapes.CLIP_ARCH)
     cfg = open_clip.get_model_config(shapes.CLIP_ARCH)

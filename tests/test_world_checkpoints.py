@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sae_explorer import load_sae
+from sae_explorer import builtin, load_sae
 from sae_explorer.encoder import load_encoder
-from sae_explorer.worlds import quality, shapes
+from sae_explorer.worlds import quality
 
 FRESH_SEED = 20_261_122
 N_ITEMS = 800
@@ -34,7 +34,7 @@ def report(world) -> quality.WorldReport:
 
 
 def test_files_are_self_describing_and_small() -> None:
-    dpath = shapes.CHECKPOINT_DPATH
+    dpath = builtin.DEFAULT.dpath
     total = sum(f.stat().st_size for f in dpath.rglob("*") if f.is_file())
     assert total <= 25 * 2**20
     config = json.loads((dpath / "clip" / "open_clip_config.json").read_text())
@@ -62,8 +62,10 @@ def test_attribute_values_have_detecting_latents(report) -> None:
     assert report.n_detected >= MIN_DETECTED
     by_attribute = {m.attribute: m for m in report.matches if m.f1 >= 0.9}
     assert {"color", "background"} <= set(by_attribute)
+    n_levels = len(load_sae(builtin.DEFAULT.source).nesting_list)
     for m in report.matches:
-        assert 0 <= m.latent < 256 and m.level >= -1
+        assert 0 <= m.latent < 256 and -1 <= m.level < n_levels
+    assert all(m.level >= 0 for m in by_attribute.values())  # detectors are kept by a level
 
 
 def test_reconstruction_of_held_out_embeddings(report) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from sae_explorer import builtin
 from sae_explorer.checkpoints import hub
 from sae_explorer.checkpoints.probe import UnsafeCheckpointError
 from sae_explorer.checkpoints.project import CONFIG_FNAME, FORMAT, SCHEMA, WEIGHTS_FNAME, save_sae
@@ -38,21 +39,16 @@ __all__ = [
     "save_sae",
 ]
 
-BUILTIN_DPATH = Path(__file__).resolve().parents[2] / "checkpoints"
-
 
 def builtin_dpath(name: str) -> Path:
-    """Folder of ``builtin:<name>``; ValueError listing the available ones when missing."""
-    dpath = BUILTIN_DPATH / f"builtin-{name}" / "sae"
-    if not (dpath / CONFIG_FNAME).is_file():
-        available = sorted(
-            p.parent.parent.name.removeprefix("builtin-")
-            for p in BUILTIN_DPATH.glob(f"builtin-*/sae/{CONFIG_FNAME}")
-        )
+    """Folder of ``builtin:<name>``'s SAE; ValueError naming the available worlds when unknown."""
+    world = builtin.resolve(name)
+    if not (world.sae_dpath / CONFIG_FNAME).is_file():
         raise ValueError(
-            f"no built-in SAE {name!r} (looked for {dpath / CONFIG_FNAME}); available: {available}"
+            f"built-in SAE {world.source!r} not found at {world.sae_dpath}; rebuild it with "
+            f"`python -m {world.module_name} train`"
         )
-    return dpath
+    return world.sae_dpath
 
 
 def load_sae(
@@ -63,8 +59,8 @@ def load_sae(
     """Load an SAE from any supported source (see the module docstring), in eval mode, with its
     weights put straight on ``device`` (default CPU) in ``dtype`` (default float32)."""
     text = str(source)
-    if text.startswith("builtin:"):
-        sae = load_local(builtin_dpath(text.removeprefix("builtin:")), None, device, dtype)
+    if builtin.is_builtin(text):
+        sae = load_local(builtin_dpath(text), None, device, dtype)
     elif hub.is_hub_source(text):
         fetched = hub.fetch(text)
         sae = load_local(fetched.path, fetched.name, device, dtype)

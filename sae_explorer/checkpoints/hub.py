@@ -75,9 +75,13 @@ def fetch(source: str) -> Fetched:
             continue
         weights_fpath = download(prefix + weights_name)
         if weights_fpath.parent != cfg_fpath.parent:  # a plain cache layout keeps them together
-            raise ValueError(f"Hub files {cfg_fpath} and {weights_fpath} landed in different folders")
+            raise ValueError(
+                f"Hub files {cfg_fpath} and {weights_fpath} landed in different folders"
+            )
         return Fetched(cfg_fpath.parent, PurePosixPath(folder).name)
     if single is not None and single.endswith(".safetensors"):
         return Fetched(download(hub.path), single)
-    names = " nor ".join(f"{cfg} ({fmt})" for (cfg, _), fmt in zip(FOLDER_LAYOUTS, ("sae-explorer", "SAELens")))
+    names = " nor ".join(
+        f"{cfg} ({fmt})" for (cfg, _), fmt in zip(FOLDER_LAYOUTS, ("sae-explorer", "SAELens"))
+    )
     raise ValueError(f"Hub folder {folder or '/'} of {hub.repo_id} has neither {names}")

@@ -165,9 +165,7 @@ def load(probe: Probe, device: torch.device | str | None, dtype: torch.dtype | N
         raise ValueError(f"MSAE checkpoint {fpath.name} is missing {missing_extra}")
     mean = ckpt["mean_center"]
     tensors["mean"] = (
-        mean
-        if isinstance(mean, torch.Tensor)
-        else torch.tensor(as_float(mean, "mean_center"))
+        mean if isinstance(mean, torch.Tensor) else torch.tensor(as_float(mean, "mean_center"))
     )
     scaling = as_float(ckpt["scaling_factor"], "scaling_factor")
     fname = probe.name

@@ -95,7 +95,9 @@ def _openai_activation(state: dict, source: str) -> tuple[str, int | None]:
 def _openai_decoder(state: dict, encoder_ld: torch.Tensor, source: str) -> torch.Tensor | None:
     """The decoder [n_latents, n_inputs], or None when tied to the encoder."""
     if "decoder.weight" in state:
-        return _two_d(require_tensors(state, ["decoder.weight"], source)["decoder.weight"], "decoder.weight").t()
+        return _two_d(
+            require_tensors(state, ["decoder.weight"], source)["decoder.weight"], "decoder.weight"
+        ).t()
     tied = require_tensors(state, ["decoder.linear.weight"], source)["decoder.linear.weight"]
     if tied.shape != encoder_ld.shape or not torch.equal(tied, encoder_ld):
         raise ValueError(
@@ -133,7 +135,11 @@ def load(probe: Probe, device: torch.device | str | None, dtype: torch.dtype | N
         input_norm="layer_norm" if normalize else "none",
         inference="topk" if k is not None else "full",
     )
-    tensors = {"pre_bias": w["pre_bias"], "encoder": encoder_ld.t(), "latent_bias": w["latent_bias"]}
+    tensors = {
+        "pre_bias": w["pre_bias"],
+        "encoder": encoder_ld.t(),
+        "latent_bias": w["latent_bias"],
+    }
     if decoder_ld is not None:
         tensors["decoder"] = decoder_ld
     return SAE.from_tensors(
@@ -145,7 +151,9 @@ def load_auto_circuit(
     probe: Probe, device: torch.device | str | None, dtype: torch.dtype | None
 ) -> SAE:
     source = str(probe.path)
-    w = require_tensors(probe.contents, list(AUTO_CIRCUIT_KEYS), f"auto_circuit state dict {source}")
+    w = require_tensors(
+        probe.contents, list(AUTO_CIRCUIT_KEYS), f"auto_circuit state dict {source}"
+    )
     encoder_ld = _two_d(w["encode_weight"], "encode_weight")
     decoder_dl = _two_d(w["decode_weight"], "decode_weight")
     n_latents, n_inputs = encoder_ld.shape

@@ -138,7 +138,11 @@ def load_pickle_safely(src: Path | io.IOBase, fpath: Path) -> Any:
                 f"never does). Re-save it as a dict of tensors, or convert it on a trusted "
                 f"machine. Detail: {code}"
             ) from err
-        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        boilerplate = (
+            "Weights only load failed",
+            "Please file an issue",
+            "Check the documentation",
+        )
         reason = next((ln for ln in lines if not ln.startswith(boilerplate)), "unreadable pickle")
         raise ValueError(f"{fpath} is not a torch checkpoint ({reason})") from err
     except Exception as err:  # torch raises many types for files that are not checkpoints

@@ -107,12 +107,13 @@ def load(probe: Probe, device: torch.device | str | None, dtype: torch.dtype | N
         device=device,
         dtype=dtype,
     )
+    # The hash covers the schema's config keys and fp32 weights: comparable only for those.
     stored = config.get("content_hash")
-    if stored is not None and schema == SCHEMA and sae.dtype == torch.float32:
-        if stored != sae.content_hash:
-            warnings.warn(
-                f"{dpath}: weights/config differ from the stored content_hash (edited by hand?)",
-                UserWarning,
-                stacklevel=3,
-            )
+    comparable = stored is not None and schema == SCHEMA and sae.dtype == torch.float32
+    if comparable and stored != sae.content_hash:
+        warnings.warn(
+            f"{dpath}: weights/config differ from the stored content_hash (edited by hand?)",
+            UserWarning,
+            stacklevel=3,
+        )
     return sae

@@ -53,7 +53,12 @@ def formats() -> tuple[Format, ...]:
         Format(saev.FORMAT, "saev", saev.detect, saev.load),
         Format(msae.FORMAT, "MSAE", msae.detect, msae.load),
         Format(openai.FORMAT, "OpenAI sparse_autoencoder", openai.detect, openai.load),
-        Format(openai.AUTO_CIRCUIT, "auto_circuit", openai.detect_auto_circuit, openai.load_auto_circuit),
+        Format(
+            openai.AUTO_CIRCUIT,
+            "auto_circuit",
+            openai.detect_auto_circuit,
+            openai.load_auto_circuit,
+        ),
     )
 
 
@@ -74,5 +79,6 @@ def load_local(
             return sae
         declined.append(f"  - {fmt.name} ({fmt.library}): {detection.reason}")
     raise ValueError(
-        f"{path} is not an SAE checkpoint any supported format reads; tried:\n" + "\n".join(declined)
+        f"{path} is not an SAE checkpoint any supported format reads; tried:\n"
+        + "\n".join(declined)
     )

@@ -137,7 +137,9 @@ def _input_norm(cfg: dict[str, Any]) -> str:
             f"{sorted(NORMALIZATIONS)}"
         )
     if norm in ("expected_average_only_in", "covariance_whitening"):
-        logger.info("SAELens normalize_activations=%r is a no-op at inference (as in SAELens)", norm)
+        logger.info(
+            "SAELens normalize_activations=%r is a no-op at inference (as in SAELens)", norm
+        )
     return NORMALIZATIONS[norm]
 
 

@@ -32,7 +32,7 @@ def detect(probe: Probe) -> Detection:
         return Detection(False, "a folder, not a saev file")
     header = probe.json_header
     if header is not None:
-        if "schema" in header or LEGACY_FIELDS <= set(header):
+        if "schema" in header or set(header) >= LEGACY_FIELDS:
             return Detection(True)
         return Detection(False, f"a JSON header line without saev's fields: {sorted(header)[:8]}")
     if probe.path.suffix == ".safetensors":
@@ -76,19 +76,34 @@ def load(probe: Probe, device: torch.device | str | None, dtype: torch.dtype | N
     activation, k, subtracts_b_dec = _activation(header)
     state = probe.contents
     if not isinstance(state, dict):
-        raise ValueError(f"{source}: after saev's header comes a {type(state).__name__}, not a state dict")
+        raise ValueError(
+            f"{source}: after saev's header comes a {type(state).__name__}, not a state dict"
+        )
     w = require_tensors(state, list(KEYS), f"saev state dict {source}")
     if w["W_enc"].ndim != 2:
         raise ValueError(f"saev W_enc must be 2-d [d_vit, d_sae], got {tuple(w['W_enc'].shape)}")
     d_vit, d_sae = w["W_enc"].shape
     latent_bias = w["b_enc"]
     if not subtracts_b_dec:
-        latent_bias = (w["b_enc"].float() + w["b_dec"].float() @ w["W_enc"].float()).to(w["b_enc"].dtype)
+        latent_bias = (w["b_enc"].float() + w["b_dec"].float() @ w["W_enc"].float()).to(
+            w["b_enc"].dtype
+        )
     cfg = SAEConfig(
         d_vit, d_sae, activation=activation, k=k, inference="topk" if k is not None else "full"
     )
-    tensors = {"pre_bias": w["b_dec"], "encoder": w["W_enc"], "latent_bias": latent_bias, "decoder": w["W_dec"]}
+    tensors = {
+        "pre_bias": w["b_dec"],
+        "encoder": w["W_enc"],
+        "latent_bias": latent_bias,
+        "decoder": w["W_dec"],
+    }
     provenance = {"saev_header": header} if header is not None else {}
     return SAE.from_tensors(
-        cfg, tensors, source_format=FORMAT, source=source, provenance=provenance, device=device, dtype=dtype
+        cfg,
+        tensors,
+        source_format=FORMAT,
+        source=source,
+        provenance=provenance,
+        device=device,
+        dtype=dtype,
     )

@@ -6,11 +6,12 @@ corpus of thousands costs seconds to rebuild instead of megabytes to ship. Becau
 known, every claim the explorer makes about a latent ("this is the red detector") can be checked.
 
 The world also owns the architecture of its tiny CLIP (``CLIP_ARCH``, an open_clip model config
-shipped beside this file), registered with open_clip so ``open_clip.create_model(CLIP_ARCH)``
-works like any built-in architecture.
+shipped beside this file), registered with open_clip when first needed
+(:func:`sae_explorer.builtin.register_clip_arch`). :mod:`sae_explorer.builtin` lists the world
+and reaches it through :func:`load_corpus`, :func:`load_image` and :func:`vocabulary`.
 
-CLI: ``python -m sae_explorer.worlds.shapes train --out checkpoints/builtin-shapes`` retrains the
-world's CLIP and MSAE (see ``sae_explorer.worlds.train_shapes``).
+CLI: ``python -m sae_explorer.worlds.shapes train`` retrains the world's CLIP and MSAE into
+``sae_explorer/worlds/data/shapes`` (see ``sae_explorer.worlds.train_shapes``).
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ HELDOUT_SEED = 2
 CLIP_ARCH = "shapes-ViT-tiny"
 """open_clip architecture name of the world's tiny CLIP (config: ``shapes-ViT-tiny.json`` here)."""
 CLIP_CONFIG_FPATH = Path(__file__).with_name(f"{CLIP_ARCH}.json")
-CHECKPOINT_DPATH = Path(__file__).resolve().parents[2] / "checkpoints" / "builtin-shapes"
-"""The shipped world models: ``clip/`` (open_clip local-dir) and ``sae/`` (project format)."""
+SOURCE = "builtin:shapes"
 
 _RGB: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -183,13 +183,49 @@ def render(attributes: dict[str, str], rng: np.random.Generator, image_size: int
     return canvas.reduce(_SUPERSAMPLE)
 
 
-def register_clip_arch() -> None:
-    """Make ``CLIP_ARCH`` a known open_clip architecture (idempotent; imports open_clip)."""
-    import open_clip
+def vocabulary() -> list[str]:
+    """The world's attribute values, backgrounds as "<colour> background": names for its latents."""
+    out = []
+    for attribute, values in ATTRIBUTES.items():
+        out.extend(f"{v} background" if attribute == "background" else v for v in values)
+    return out
 
-    if CLIP_ARCH not in open_clip.list_models():
-        open_clip.add_model_config(CLIP_CONFIG_FPATH)
-    assert CLIP_ARCH in open_clip.list_models()
+
+def load_image(options: dict[str, str]) -> Image.Image:
+    """The image of ``builtin:shapes?seed=<seed>&index=<index>`` (a corpus item's source)."""
+    return make_item(int(options["index"]), seed=int(options["seed"])).image
+
+
+def load_corpus(source: str, options: dict[str, str], max_items: int | None):
+    """``builtin:shapes?n=&seed=&modality=``: images (drawn only when read) and captions."""
+    from sae_explorer.corpus import MODALITIES, Corpus, CorpusItem, spread_indices
+
+    unknown = sorted(set(options) - {"n", "seed", "modality"})
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for {SOURCE}; allowed: n, seed, modality")
+    try:
+        n = int(options.get("n", DEFAULT_DEMO_SIZE))
+        seed = int(options.get("seed", DEFAULT_DEMO_SEED))
+    except ValueError as e:
+        raise ValueError(f"{SOURCE} options n and seed must be integers: {e}") from e
+    modality = options.get("modality", "both")
+    if modality not in ("both", *MODALITIES):
+        raise ValueError(f"{SOURCE} modality must be image, text or both, got {modality!r}")
+    if n < 1:
+        raise ValueError(f"{SOURCE} needs n >= 1, got {n}")
+    items = []
+    for index in spread_indices(n, max_items):
+        # Attributes and caption come from the same seeded draw as the image; the image itself
+        # is only drawn when asked for.
+        attributes = sample_attributes(np.random.default_rng([seed, int(index)]))
+        ref = f"{SOURCE}?seed={seed}&index={index}"
+        label = attributes.get("shape")
+        if modality in ("both", "image"):
+            items.append(CorpusItem(f"{seed}/{index}:image", "image", ref, label, attributes))
+        if modality in ("both", "text"):
+            text = caption(attributes)
+            items.append(CorpusItem(f"{seed}/{index}:text", "text", text, label, attributes))
+    return Corpus(items, source, (f"{SOURCE}:image_size={IMAGE_SIZE}",))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ Recipe, and why:
 - The SAE is trained with the project's trainer on the trained CLIP's raw embeddings of the
   world's images and of its texts (full captions plus shorter partial ones).
 
-CLI: ``python -m sae_explorer.worlds.shapes train --out checkpoints/builtin-shapes``.
+CLI: ``python -m sae_explorer.worlds.shapes train`` (into ``sae_explorer/worlds/data/shapes``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+from sae_explorer import builtin
 from sae_explorer.atomic import atomic_path, atomic_write_text
 from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
 from sae_explorer.progress import Progress
@@ -116,7 +117,7 @@ def pixel_normalizer(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.T
 
 def create_world_clip(seed: int, model_cfg: dict | None = None) -> torch.nn.Module:
     """A randomly initialised ``CLIP_ARCH`` (or ``model_cfg``, an open_clip config) CLIP."""
-    shapes.register_clip_arch()
+    builtin.resolve(shapes.SOURCE).register_clip_arch()
     overrides = {} if model_cfg is None else model_cfg
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -130,7 +131,7 @@ def train_clip(
 
     ``model_cfg`` (an open_clip architecture config) overrides ``CLIP_ARCH``, for experiments.
     """
-    shapes.register_clip_arch()
+    builtin.resolve(shapes.SOURCE).register_clip_arch()
     model_cfg = model_cfg or open_clip.get_model_config(shapes.CLIP_ARCH)
     torch.set_num_threads(cfg.threads)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -261,7 +262,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m sae_explorer.worlds.shapes train",
         description="Train the shapes world's tiny CLIP and its Matryoshka SAE.",
     )
-    parser.add_argument("--out", type=Path, default=shapes.CHECKPOINT_DPATH, help="output folder")
+    parser.add_argument(
+        "--out", type=Path, default=builtin.resolve(shapes.SOURCE).dpath, help="output folder"
+    )
     add_dataclass_args(parser, ClipTrainConfig, prefix="clip")
     add_dataclass_args(parser, SaeTrainConfig, prefix="sae")
     parser.add_argument("--arch-json", type=Path, help="open_clip config overriding CLIP_ARCH")

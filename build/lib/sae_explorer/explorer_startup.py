@@ -1,0 +1,215 @@
+"""Start-up of the explorer: which models and corpus to load, and the offline fallback.
+
+The default is a real setup for machines with internet: OpenAI CLIP ViT-L/14 from open_clip, the
+released MSAE checkpoint that matches it (chosen from the ``WolodjaZ/MSAE`` file list), over a
+small capped slice of a streamed Hub dataset. Before any download the Hub is asked once, briefly,
+whether it answers (``hub.hub_status``); when it does not, or ``HF_HUB_OFFLINE`` is set, the same
+setup is loaded from the local Hugging Face cache only, without the minute of retries that
+huggingface_hub and open_clip spend offline. When any of that cannot be fetched (no network and not
+cached, no matching checkpoint) the built-in shapes world is loaded instead and the reason is kept
+for the app's banner; ``strict`` turns the fallback off, ``demo`` goes straight to the built-in
+world.
+
+Every option has an environment variable (``SAE_EXPLORER_<NAME>``) so a Hugging Face Space can be
+configured from its settings page; command-line flags override them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from sae_explorer import hub, release_names
+from sae_explorer.checkpoints import load_sae
+from sae_explorer.checkpoints.hub import HUB_PREFIXES
+from sae_explorer.corpus import default_cache_dpath
+from sae_explorer.explorer import Explorer
+from sae_explorer.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+BUILTIN = "builtin:shapes"
+BUILTIN_CORPUS = "builtin:shapes"
+"""The built-in world's corpus (its default size); what ``--demo`` and the fallback index."""
+DEFAULT_CLIP = "ViT-L-14"
+DEFAULT_PRETRAINED = "openai"
+DEFAULT_CORPUS = "hf:uoft-cs/cifar10?split=test"
+"""CIFAR-10 test images streamed from the Hub; ``DEFAULT_MAX_ITEMS`` of them are indexed."""
+DEFAULT_MAX_ITEMS = 500
+AUTO = "auto"
+"""``--sae auto``: pick the released MSAE checkpoint that matches the CLIP model."""
+ENV_PREFIX = "SAE_EXPLORER_"
+
+
+@dataclass(frozen=True)
+class StartupConfig:
+    """What to load at start; field docstrings are the CLI help."""
+
+    clip: str = DEFAULT_CLIP
+    """open_clip model name (ViT-L-14, hf-hub:org/repo, local-dir:/path) or builtin:shapes."""
+    pretrained: str | None = DEFAULT_PRETRAINED
+    """open_clip pretrained tag or weights file (ignored for builtin:shapes)."""
+    sae: str = AUTO
+    """SAE source for load_sae (folder, .pth/.safetensors, hf-hub:org/repo/path, builtin:shapes),
+    or 'auto' to pick the released MSAE checkpoint matching --clip."""
+    corpus: str = DEFAULT_CORPUS
+    """Corpus source: folder, table, .txt, builtin:shapes[?n=&seed=] or hf:org/dataset[?split=]."""
+    max_items: int | None = DEFAULT_MAX_ITEMS
+    """Cap on corpus items (a streamed Hub dataset reads only this many rows)."""
+    cache_dir: str | None = None
+    """Where activation indexes and streamed datasets are kept (default ~/.cache/sae-explorer)."""
+    device: str | None = None
+    """torch device for CLIP (default: CUDA if available, else CPU)."""
+    demo: bool = False
+    """Load the built-in shapes world (offline, seconds to start) instead of the default."""
+    strict: bool = False
+    """Fail instead of falling back to the built-in world when loading the requested setup fails."""
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.clip == BUILTIN
+
+    def builtin(self) -> StartupConfig:
+        """The built-in world with this config's cache and device."""
+        return replace(
+            self, clip=BUILTIN, pretrained=None, sae=BUILTIN, corpus=BUILTIN_CORPUS, max_items=None
+        )
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> StartupConfig:
+    """Defaults overridden by ``SAE_EXPLORER_CLIP``, ``..._PRETRAINED``, ``..._SAE``, ``..._CORPUS``,
+    ``..._MAX_ITEMS``, ``..._CACHE_DIR``, ``..._DEVICE``, ``..._DEMO``, ``..._STRICT``."""
+    environ = os.environ if environ is None else environ
+    values: dict = {}
+    for f in fields(StartupConfig):
+        raw = environ.get(ENV_PREFIX + f.name.upper())
+        if raw is None or raw == "":
+            continue
+        if f.name in ("demo", "strict"):
+            values[f.name] = parse_bool(raw, ENV_PREFIX + f.name.upper())
+        elif f.name == "max_items":
+            values[f.name] = None if raw.lower() in ("none", "all", "0") else int(raw)
+        elif f.name == "pretrained":
+            values[f.name] = None if raw.lower() == "none" else raw
+        else:
+            values[f.name] = raw
+    return StartupConfig(**values)
+
+
+def parse_bool(raw: str, name: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
+
+
+class StartupError(RuntimeError):
+    """The requested setup could not be loaded and fallback was off (``--strict``)."""
+
+
+def load_explorer(
+    cfg: StartupConfig,
+    progress: Progress | None = None,
+    list_files: Callable[[str], Sequence[str]] | None = None,
+    hub_status: Callable[[], hub.HubStatus] = hub.hub_status,
+) -> Explorer:
+    """Load the configured explorer, or the built-in world when that fails and ``cfg.strict``
+    is off. The returned explorer's ``sources.note`` says why the built-in world was chosen.
+
+    When ``cfg`` names anything on the Hub, ``hub_status`` is asked first; offline, everything
+    loads from the local cache only. ``list_files`` lists the MSAE repo (default: the Hub's
+    listing online, the cached files offline)."""
+    if cfg.demo or cfg.is_builtin:
+        note = "built-in shapes world (--demo)" if cfg.demo else ""
+        return _load(cfg.builtin() if cfg.demo else cfg, progress, hub.list_repo_files, note)
+    status = hub_status() if needs_hub(cfg) else hub.HubStatus(True)
+    try:
+        if status.online:
+            return _load(cfg, progress, list_files or hub.list_repo_files, "")
+        logger.warning(
+            "not using the Hugging Face Hub (%s): loading from the local cache only", status.reason
+        )
+        with hub.offline_mode():
+            explorer = _load(cfg, progress, list_files or hub.list_cached_repo_files, "")
+        explorer.sources.details["hub"] = f"offline, loaded from the local cache ({status.reason})"
+        return explorer
+    except Exception as e:  # any failure to fetch or match goes to the fallback, with its reason
+        reason = f"{type(e).__name__}: {e}"
+        if not status.online:
+            reason = f"{status.reason}; not in the local cache: {reason}"
+        if cfg.strict:
+            raise StartupError(
+                f"could not load {cfg.clip} / {cfg.sae} / {cfg.corpus}: {reason}"
+            ) from e
+        logger.warning("falling back to the built-in shapes world: %s", reason)
+        short = reason if len(reason) <= 240 else reason[:240] + "…"
+        note = (
+            f"Showing the built-in shapes world: could not load CLIP {cfg.clip} + SAE {cfg.sae} "
+            f"over {cfg.corpus} ({short})"
+        )
+        return _load(cfg.builtin(), progress, hub.list_repo_files, note)
+
+
+def needs_hub(cfg: StartupConfig) -> bool:
+    """Whether loading ``cfg`` may download from the Hub: an ``hf-hub:`` CLIP or a pretrained tag,
+    an ``auto`` or ``hf-hub:`` SAE, an ``hf:`` dataset id. Local files and built-ins need no probe.
+    """
+    clip_hub = cfg.clip.startswith("hf-hub:") or (
+        not cfg.clip.startswith(("local-dir:", "builtin:"))
+        and cfg.pretrained is not None
+        and not os.path.isfile(cfg.pretrained)
+    )
+    sae_hub = cfg.sae == AUTO or cfg.sae.startswith(HUB_PREFIXES)
+    dataset = cfg.corpus[len("hf:") :].partition("?")[0]
+    corpus_hub = cfg.corpus.startswith("hf:") and not Path(dataset).exists()
+    return clip_hub or sae_hub or corpus_hub
+
+
+def _load(
+    cfg: StartupConfig,
+    progress: Progress | None,
+    list_files: Callable[[str], Sequence[str]],
+    note: str,
+) -> Explorer:
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dpath()
+    sae_source = cfg.sae
+    details: dict = {}
+    encoder = None
+    if sae_source == AUTO:
+        if cfg.is_builtin:
+            sae_source = BUILTIN
+        else:
+            from sae_explorer.encoder import load_encoder
+
+            encoder = load_encoder(cfg.clip, cfg.pretrained, cfg.device)
+            chosen, sae_source = hub.msae_source(
+                cfg.clip, encoder.embed_dim, cfg.pretrained, list_files=list_files
+            )
+            logger.info("chose MSAE checkpoint %s for %s", chosen.path, cfg.clip)
+            details["msae_file"] = chosen.path
+    sae_model, names = load_sae(sae_source), None
+    if sae_source.startswith(HUB_PREFIXES):  # a release file may ship its own latent names
+        lookup = release_names.fetch_release_names(sae_source, sae_model.n_latents, list_files)
+        names = lookup.names
+        details["release_names"] = names.source if names else f"none ({lookup.reason})"
+    explorer = Explorer.from_sources(
+        clip=cfg.clip,
+        pretrained=cfg.pretrained,
+        sae=sae_source,
+        corpus=cfg.corpus,
+        cache_dir=cache_dir,
+        device=cfg.device,
+        progress=progress,
+        max_items=cfg.max_items,
+        note=note,
+        encoder=encoder,
+        sae_model=sae_model,
+        release_names=names,
+    )
+    explorer.sources.details.update(details)
+    return explorer

@@ -1,0 +1,50 @@
+"""``pip install .`` gives a library that loads its own built-in world (package data) from
+outside the checkout, and the ``sae-explorer`` console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_installed_package_loads_the_builtin_world(repo_dpath, tmp_path):
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(repo_dpath),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
+    code = (
+        "import sae_explorer; from sae_explorer import load_sae;"
+        "from sae_explorer.encoder import load_encoder;"
+        "s = load_sae('builtin:shapes'); e = load_encoder('builtin:shapes', device='cpu');"
+        "print(sae_explorer.__file__, s.n_latents, tuple(s.encode(e.encode_texts(['a red circle'])).shape))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout
+    assert out.startswith(str(site)) and out.split()[1:] == ["256", "(1,", "256)"]
+    script = subprocess.run(
+        [str(site / "bin" / "sae-explorer"), "--help"], capture_output=True, text=True, env=env
+    )
+    assert "convert" in script.stdout

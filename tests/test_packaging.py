@@ -4,6 +4,7 @@ outside the checkout, and the ``sae-explorer`` console script."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,22 +13,13 @@ import pytest
 
 @pytest.mark.slow
 def test_installed_package_loads_the_builtin_world(repo_dpath, tmp_path):
-    site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--target",
-            str(site),
-            str(repo_dpath),
-        ],
-        check=True,
-        cwd=tmp_path,
-    )
+    src, site = tmp_path / "src", tmp_path / "site"  # a copy: setuptools builds inside it
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(repo_dpath / "sae_explorer", src / "sae_explorer", ignore=ignore)
+    for fname in ("pyproject.toml", "README.md"):
+        shutil.copy(repo_dpath / fname, src / fname)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
+    subprocess.run([*pip, str(src)], check=True, cwd=tmp_path)
     code = (
         "import sae_explorer; from sae_explorer import load_sae;"
         "from sae_explorer.encoder import load_encoder;"

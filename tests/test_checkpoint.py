@@ -418,26 +418,6 @@ def test_openai_topk_normalized(tmp_path):
 
 
 # --------------------------------------------------------------------------- Hub sources
-@pytest.fixture
-def fake_hub(tmp_path, monkeypatch):
-    """Patch hf_hub_download to serve files from a local folder laid out like a Hub repo."""
-    import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError
-
-    root = tmp_path / "hub"
-    calls = []
-
-    def fake_download(repo_id, filename, *, revision=None, **kwargs):
-        calls.append((repo_id, filename, revision))
-        fpath = root / repo_id / filename
-        if not fpath.is_file():
-            raise EntryNotFoundError(f"{filename} not in {repo_id}")
-        return str(fpath)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    return root, calls
-
-
 def test_hub_msae_file(fake_hub):
     root, calls = fake_hub
     (root / "WolodjaZ/MSAE").mkdir(parents=True)

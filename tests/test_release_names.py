@@ -14,7 +14,6 @@ import pytest
 import torch
 from _explorer_helpers import launched_app
 from gradio_client import Client
-from huggingface_hub import constants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,17 +90,6 @@ def write_msae(fpath: Path) -> None:
     torch.save({"model": state, "mean_center": 0.0, "scaling_factor": 1.0}, fpath)
 
 
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache for this test; ``snapshot(dpath)`` fills it below."""
-    dpath = tmp_path / "hf-cache"
-    dpath.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(dpath))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return dpath
-
-
 def snapshot(cache_dpath: Path, repo_id: str = REPO) -> Path:
     """The folder huggingface_hub keeps ``repo_id`` at ``main`` in, once downloaded."""
     storage = cache_dpath / f"models--{repo_id.replace('/', '--')}"
@@ -110,26 +98,6 @@ def snapshot(cache_dpath: Path, repo_id: str = REPO) -> Path:
     dpath = storage / "snapshots" / COMMIT
     dpath.mkdir(parents=True, exist_ok=True)
     return dpath
-
-
-@pytest.fixture
-def fake_hub(tmp_path, monkeypatch):
-    """``hf_hub_download`` serving a local folder laid out like the Hub; records each call."""
-    import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError
-
-    root = tmp_path / "hub"
-    calls = []
-
-    def download(repo_id, filename, *, revision=None, **kwargs):
-        calls.append((repo_id, filename, revision))
-        fpath = root / repo_id / filename
-        if not fpath.is_file():
-            raise EntryNotFoundError(f"{filename} not in {repo_id}")
-        return str(fpath)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    return root / REPO, calls
 
 
 def listing_of(dpath: Path):
@@ -232,6 +200,7 @@ def test_names_from_files_in_either_orientation(tmp_path, transposed):
 # --------------------------------------------------------------------------- fetching
 def test_fetch_downloads_both_files_at_the_checkpoint_revision(fake_hub):
     root, calls = fake_hub
+    root = root / REPO
     m_wl = scores_wl(seed=4)
     write_release(root, m_wl)
     source = f"hf-hub:{REPO}@v2/{WORLD_SAE}"
@@ -255,6 +224,7 @@ def test_offline_the_names_come_from_the_local_cache(hf_cache):
 
 def test_without_the_files_we_keep_our_own_names(fake_hub, caplog):
     root, _ = fake_hub
+    root = root / REPO
     write_release(root, scores_wl())
     source = f"hf-hub:{REPO}/{WORLD_SAE}"
     listed = listing_of(root)

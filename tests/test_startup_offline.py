@@ -59,17 +59,6 @@ def no_probe(monkeypatch) -> None:
     monkeypatch.setattr(hub, "_probe", probe)
 
 
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache for this test (what ``HF_HUB_CACHE`` points at)."""
-    dpath = tmp_path / "hf-cache"
-    dpath.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(dpath))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return dpath
-
-
 def cache_file(cache_dpath: Path, repo_id: str, path: str) -> Path:
     """Where huggingface_hub keeps ``path`` of ``repo_id`` at ``main`` once downloaded."""
     storage = cache_dpath / f"models--{repo_id.replace('/', '--')}"

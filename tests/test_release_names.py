@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from _builders import write_msae_pth
 from _explorer_helpers import launched_app
 from gradio_client import Client
 from hypothesis import given, settings
@@ -72,22 +72,9 @@ def direct_top_ids(scores_wl: np.ndarray, k: int = 5) -> np.ndarray:
 
 def write_release(dpath: Path, scores: np.ndarray, words=WORDS) -> None:
     """The world's release laid out as the repo is: SAE, concept matrix, vocabulary at the root."""
-    write_msae(dpath / WORLD_SAE)
+    write_msae_pth(dpath / WORLD_SAE, N_INPUTS, N_LATENTS)
     np.save(dpath / WORLD_CONCEPTS, scores)
     (dpath / WORLD_VOCABULARY).write_text("".join(f"{w}\n" for w in words))
-
-
-def write_msae(fpath: Path) -> None:
-    gen = torch.Generator().manual_seed(0)
-    state = {
-        "pre_bias": torch.randn(N_INPUTS, generator=gen) * 0.1,
-        "encoder": torch.randn(N_INPUTS, N_LATENTS, generator=gen) * 0.3,
-        "latent_bias": torch.randn(N_LATENTS, generator=gen) * 0.1,
-        "decoder": torch.randn(N_LATENTS, N_INPUTS, generator=gen) * 0.3,
-        "latents_activation_frequency": torch.zeros(N_LATENTS, dtype=torch.int64),
-    }
-    fpath.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": state, "mean_center": 0.0, "scaling_factor": 1.0}, fpath)
 
 
 def snapshot(cache_dpath: Path, repo_id: str = REPO) -> Path:
@@ -288,7 +275,7 @@ def test_explorer_shows_the_release_names_beside_ours(release_explorer):
 
 def test_without_release_files_the_explorer_is_unchanged(tmp_path, hf_cache):
     dpath = snapshot(hf_cache)
-    write_msae(dpath / WORLD_SAE)
+    write_msae_pth(dpath / WORLD_SAE, N_INPUTS, N_LATENTS)
     explorer = load_explorer(release_cfg(tmp_path), hub_status=offline)
     assert explorer.release_names is None
     assert explorer.sources.details["release_names"].startswith("none (FileNotFoundError: no ")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-import torch
+from _builders import write_msae_pth
 from _explorer_helpers import builtin_world_trained
 from huggingface_hub import constants
 
@@ -67,18 +67,6 @@ def cache_file(cache_dpath: Path, repo_id: str, path: str) -> Path:
     fpath = storage / "snapshots" / COMMIT / path
     fpath.parent.mkdir(parents=True, exist_ok=True)
     return fpath
-
-
-def write_world_msae(fpath: Path, n_inputs: int = 64, n_latents: int = 128) -> None:
-    gen = torch.Generator().manual_seed(0)
-    state = {
-        "pre_bias": torch.randn(n_inputs, generator=gen) * 0.1,
-        "encoder": torch.randn(n_inputs, n_latents, generator=gen) * 0.3,
-        "latent_bias": torch.randn(n_latents, generator=gen) * 0.1,
-        "decoder": torch.randn(n_latents, n_inputs, generator=gen) * 0.3,
-        "latents_activation_frequency": torch.zeros(n_latents, dtype=torch.int64),
-    }
-    torch.save({"model": state, "mean_center": 0.0, "scaling_factor": 1.0}, fpath)
 
 
 def tiny_cfg(tmp_path, **overrides) -> StartupConfig:
@@ -223,7 +211,7 @@ def test_needs_hub_only_for_hub_sources(tmp_path):
 # --------------------------------------------------------------------------- start-up
 def test_offline_start_uses_the_cached_release(tmp_path, hf_cache):
     """A user who ran online before: the SAE chosen then is found in the cache and loaded."""
-    write_world_msae(cache_file(hf_cache, hub.MSAE_REPO, WORLD_MSAE))
+    write_msae_pth(cache_file(hf_cache, hub.MSAE_REPO, WORLD_MSAE))
     explorer = load_explorer(tiny_cfg(tmp_path, strict=True), hub_status=offline)
     assert explorer.sources.sae == f"hf-hub:{hub.MSAE_REPO}/{WORLD_MSAE}"
     assert explorer.sae.n_latents == 128 and explorer.sources.note == ""

@@ -27,10 +27,10 @@ import plotly.graph_objects as go
 import torch
 from PIL import Image
 
-from sae_explorer import explorer_plots as plots
 from sae_explorer import steering
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
 from sae_explorer.corpus import Modality
+from sae_explorer.explorer import plots
 from sae_explorer.images import check_image, check_text
 from sae_explorer.modality_stats import ModalityStats
 from sae_explorer.progress import Progress

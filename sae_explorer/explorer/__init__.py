@@ -1,27 +1,25 @@
-"""The explorer: encoder, SAE and activation index behind one method per user action of the app.
+"""The explorer: encoder, SAE and activation index behind one method per user action of the app,
+each returning plain data (DataFrames, plotly figures, file paths, NamedTuples).
 
-``from sae_explorer.explorer import Explorer`` is the entry point; the modules of this package
-each hold one job (CONTRIBUTING.md lists them).
+``from sae_explorer.explorer import Explorer`` is the entry point; each module of this package
+holds one job (CONTRIBUTING.md lists them).
 """
 
-from sae_explorer.explorer.state import (
+from sae_explorer.explorer.inspect import InspectResult
+from sae_explorer.explorer.latent_page import LatentPage
+from sae_explorer.explorer.names import RELEASE_NAMES_COLUMN
+from sae_explorer.explorer.overview import DENSE_FREQUENCY, Overview
+from sae_explorer.explorer.quality import LevelMetrics
+from sae_explorer.explorer.queries import Query
+from sae_explorer.explorer.state import Explorer, Sources
+from sae_explorer.explorer.steer import (
     DEFAULT_LABELS,
-    DENSE_FREQUENCY,
-    RELEASE_NAMES_COLUMN,
     SWEEP_STRENGTHS,
-    THUMB_PX,
-    Explorer,
-    InspectResult,
-    LatentPage,
-    LevelMetrics,
-    Overview,
-    Query,
-    Sources,
     SteerResult,
     SweepResult,
-    Thumb,
     check_labels,
 )
+from sae_explorer.explorer.thumbnails import THUMB_PX, Thumb
 
 __all__ = [
     "DEFAULT_LABELS",

@@ -1,0 +1,93 @@
+"""Exports: one latent's page or one input's analysis written as JSON or CSV, stamped with what
+produced it (models, hashes, time)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sae_explorer.atomic import atomic_write_text
+from sae_explorer.explorer import examples, inspect, latent_page
+from sae_explorer.explorer.queries import Query
+
+if TYPE_CHECKING:
+    from sae_explorer.explorer.state import Explorer
+
+
+def stamp(explorer: Explorer) -> dict[str, Any]:
+    """Provenance written into every export."""
+    return {
+        "clip": explorer.encoder.model_id,
+        "sae": explorer.sources.sae,
+        "sae_hash": explorer.sae_hash,
+        "corpus": explorer.sources.corpus,
+        "corpus_hash": explorer.corpus_hash(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def export_latent(
+    explorer: Explorer, latent: int | float | str, dpath: str | Path, fmt: str = "json"
+) -> Path:
+    """Write the latent page (without images) as JSON or CSV into ``dpath``."""
+    page = latent_page.latent_page(explorer, latent)
+    tables = {
+        "top_texts": page.top_texts,
+        "top_items": examples.top_examples(explorer, page.latent_id, 50),
+        "quantiles": page.quantiles,
+        "names": page.names,
+        "similar": page.similar,
+    }
+    return write_export(explorer, f"latent-{page.latent_id}", page.summary, tables, dpath, fmt)
+
+
+def export_inspect(explorer: Explorer, query: Query, dpath: str | Path, fmt: str = "json") -> Path:
+    """Write one input's analysis (top latents, diagnostics) as JSON or CSV into ``dpath``."""
+    result = inspect.inspect(explorer, query, n_top=32, n_thumbs=0)
+    summary = {"input": query.description, "kind": query.kind, **result.diagnostics}
+    # Named by the input, so different inputs exported into one folder never overwrite
+    # each other (and exporting the same input again reuses its file).
+    digest = hashlib.sha256(np.ascontiguousarray(query.x_d, np.float32).tobytes())
+    stem = f"inspect-{digest.hexdigest()[:10]}"
+    return write_export(explorer, stem, summary, {"top_latents": result.table}, dpath, fmt)
+
+
+def write_export(
+    explorer: Explorer,
+    stem: str,
+    summary: dict,
+    tables: dict[str, pd.DataFrame],
+    dpath: str | Path,
+    fmt: str,
+) -> Path:
+    """``stem-<sae hash>.<fmt>`` in ``dpath``: the stamp, the summary and the tables."""
+    if fmt not in ("json", "csv"):
+        raise ValueError(f"unknown export format {fmt!r}; choose 'json' or 'csv'")
+    dpath = Path(dpath)
+    dpath.mkdir(parents=True, exist_ok=True)
+    stamped = stamp(explorer)
+    if fmt == "json":
+        payload = {
+            "stamp": stamped,
+            "summary": _jsonable(summary),
+            **{name: json.loads(df.to_json(orient="records")) for name, df in tables.items()},
+        }
+        text = json.dumps(payload, indent=1)
+    else:
+        header = "".join(f"# {k}: {v}\n" for k, v in {**stamped, **_jsonable(summary)}.items())
+        parts = [header]
+        for name, df in tables.items():
+            parts.append(f"# table: {name}\n")
+            parts.append(df.assign(table=name).to_csv(index=False))
+        text = "".join(parts)
+    return atomic_write_text(dpath / f"{stem}-{stamped['sae_hash'][:8]}.{fmt}", text)
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

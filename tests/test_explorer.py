@@ -100,12 +100,12 @@ def test_inspect_diagnostics(explorer, image_item):
     d = explorer.inspect(q).diagnostics
     x_1d = torch.as_tensor(q.x_d)[None]
     x_hat = explorer.sae.forward(x_1d).x_hat_bd
-    assert d["cosine"] == pytest.approx(float(torch.cosine_similarity(x_1d, x_hat)[0]), abs=1e-3)
-    assert d["l0"] == int((full_latents(explorer, q.x_d) > 0).sum())
-    assert d["levels"] == list(explorer.sae.cfg.levels)
-    assert len(d["level_cosines"]) == len(d["levels"])
+    assert d.cosine == pytest.approx(float(torch.cosine_similarity(x_1d, x_hat)[0]), abs=1e-3)
+    assert d.l0 == int((full_latents(explorer, q.x_d) > 0).sum())
+    assert d.levels == list(explorer.sae.cfg.levels)
+    assert len(d.level_cosines) == len(d.levels)
     if explorer.sae.cfg.levels[-1] == explorer.n_latents:  # last level = all latents = reference
-        assert d["level_cosines"][-1] == pytest.approx(d["cosine"], abs=1e-3)
+        assert d.level_cosines[-1] == pytest.approx(d.cosine, abs=1e-3)
 
 
 def test_inspect_thumbnails_are_top_corpus_images_of_the_top_latents(explorer, image_item):
@@ -167,10 +167,10 @@ def test_top_items_per_modality_match_the_sae(explorer):
 def test_latent_page_values_are_recomputable(explorer, image_item):
     latent = int(explorer.inspect(explorer.item_query(image_item)).table["latent"][0])
     page = explorer.latent_page(latent)
-    assert page.summary["frequency"] == pytest.approx(explorer.index.frequency[latent])
-    assert page.summary["max_activation"] == pytest.approx(float(explorer.index.max_act[latent]))
-    assert 0.0 <= page.summary["image_fraction"] <= 1.0
-    assert page.summary["image_fraction"] + page.summary["text_fraction"] == pytest.approx(1.0)
+    assert page.summary.frequency == pytest.approx(explorer.index.frequency[latent])
+    assert page.summary.max_activation == pytest.approx(float(explorer.index.max_act[latent]))
+    assert 0.0 <= page.summary.image_fraction <= 1.0
+    assert page.summary.image_fraction + page.summary.text_fraction == pytest.approx(1.0)
     top = explorer.index.top_examples(latent, 3)
     for row in top.itertuples():
         z = full_latents(explorer, explorer.index.embeddings[row.item_idx])[latent]
@@ -281,11 +281,11 @@ def test_overview_matches_direct_computation(explorer):
     x = torch.as_tensor(np.asarray(explorer.index.embeddings, np.float32))
     out = explorer.sae.forward(x)
     fvu = float(((x - out.x_hat_bd) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
-    assert o.stats["fvu"] == pytest.approx(fvu, rel=1e-3)
-    assert o.stats["l0"] == pytest.approx(float((out.z_bl > 0).sum(1).float().mean()), rel=1e-3)
-    assert o.stats["n_items"] == len(explorer.corpus)
-    assert o.stats["dead_latents"] == int((explorer.index.frequency == 0).sum())
-    assert len(o.stats["level_fvu"]) == len(explorer.sae.cfg.levels)
+    assert o.stats.fvu == pytest.approx(fvu, rel=1e-3)
+    assert o.stats.l0 == pytest.approx(float((out.z_bl > 0).sum(1).float().mean()), rel=1e-3)
+    assert o.stats.n_items == len(explorer.corpus)
+    assert o.stats.dead_latents == int((explorer.index.frequency == 0).sum())
+    assert len(o.stats.level_fvu) == len(explorer.sae.cfg.levels)
     sae = explorer.sae  # per level: decode that level's TopK codes (not level_forward's path)
     xm = sae.preprocess(x)
     stats = sae.normalization_stats(xm)
@@ -293,8 +293,8 @@ def test_overview_matches_direct_computation(explorer):
     total = float(((x - x.mean(0)) ** 2).sum())
     level_fvu = [float(((x - r) ** 2).sum()) / total for r in recons]
     level_cos = [float(torch.cosine_similarity(x, r, dim=-1).mean()) for r in recons]
-    np.testing.assert_allclose(o.stats["level_fvu"], level_fvu, rtol=1e-3)
-    np.testing.assert_allclose(o.stats["level_cosine"], level_cos, rtol=1e-3)
+    np.testing.assert_allclose(o.stats.level_fvu, level_fvu, rtol=1e-3)
+    np.testing.assert_allclose(o.stats.level_cosine, level_cos, rtol=1e-3)
     assert set(o.models["what"]) == {"CLIP", "SAE", "corpus", "index"}
 
 

@@ -5,10 +5,11 @@ each returning plain data (DataFrames, plotly figures, file paths, NamedTuples).
 holds one job (CONTRIBUTING.md lists them).
 """
 
-from sae_explorer.explorer.inspect import InspectResult
-from sae_explorer.explorer.latent_page import LatentPage
+from sae_explorer.explorer.export import Stamp
+from sae_explorer.explorer.inspect import Diagnostics, InspectResult
+from sae_explorer.explorer.latent_page import LatentPage, LatentPageSummary
 from sae_explorer.explorer.names import RELEASE_NAMES_COLUMN
-from sae_explorer.explorer.overview import DENSE_FREQUENCY, Overview
+from sae_explorer.explorer.overview import DENSE_FREQUENCY, ModelRow, Overview, OverviewStats
 from sae_explorer.explorer.quality import LevelMetrics
 from sae_explorer.explorer.queries import Query
 from sae_explorer.explorer.state import Explorer, Sources
@@ -19,7 +20,7 @@ from sae_explorer.explorer.steer import (
     SweepResult,
     check_labels,
 )
-from sae_explorer.explorer.thumbnails import THUMB_PX, Thumb
+from sae_explorer.explorer.thumbnails import THUMB_PX, CaptionedImage, Thumb
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -27,13 +28,19 @@ __all__ = [
     "RELEASE_NAMES_COLUMN",
     "SWEEP_STRENGTHS",
     "THUMB_PX",
+    "CaptionedImage",
+    "Diagnostics",
     "Explorer",
     "InspectResult",
     "LatentPage",
+    "LatentPageSummary",
     "LevelMetrics",
+    "ModelRow",
     "Overview",
+    "OverviewStats",
     "Query",
     "Sources",
+    "Stamp",
     "SteerResult",
     "SweepResult",
     "Thumb",

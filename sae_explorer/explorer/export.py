@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,16 +20,27 @@ if TYPE_CHECKING:
     from sae_explorer.explorer.state import Explorer
 
 
-def stamp(explorer: Explorer) -> dict[str, Any]:
+class Stamp(NamedTuple):
     """Provenance written into every export."""
-    return {
-        "clip": explorer.encoder.model_id,
-        "sae": explorer.sources.sae,
-        "sae_hash": explorer.sae_hash,
-        "corpus": explorer.sources.corpus,
-        "corpus_hash": explorer.corpus_hash(),
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+
+    clip: str  # CLIP model id
+    sae: str  # SAE source as loaded
+    sae_hash: str  # content hash of the SAE weights
+    corpus: str  # corpus source as loaded
+    corpus_hash: str
+    exported_at: str  # UTC, ISO 8601
+
+
+def stamp(explorer: Explorer) -> Stamp:
+    """What produced an export, and when."""
+    return Stamp(
+        clip=explorer.encoder.model_id,
+        sae=explorer.sources.sae,
+        sae_hash=explorer.sae_hash,
+        corpus=explorer.sources.corpus,
+        corpus_hash=explorer.corpus_hash(),
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
 def export_latent(
@@ -44,13 +55,14 @@ def export_latent(
         "names": page.names,
         "similar": page.similar,
     }
-    return write_export(explorer, f"latent-{page.latent_id}", page.summary, tables, dpath, fmt)
+    summary = page.summary._asdict()
+    return write_export(explorer, f"latent-{page.latent_id}", summary, tables, dpath, fmt)
 
 
 def export_inspect(explorer: Explorer, query: Query, dpath: str | Path, fmt: str = "json") -> Path:
     """Write one input's analysis (top latents, diagnostics) as JSON or CSV into ``dpath``."""
     result = inspect.inspect(explorer, query, n_top=32, n_thumbs=0)
-    summary = {"input": query.description, "kind": query.kind, **result.diagnostics}
+    summary = {"input": query.description, "kind": query.kind, **result.diagnostics._asdict()}
     # Named by the input, so different inputs exported into one folder never overwrite
     # each other (and exporting the same input again reuses its file).
     digest = hashlib.sha256(np.ascontiguousarray(query.x_d, np.float32).tobytes())
@@ -61,7 +73,7 @@ def export_inspect(explorer: Explorer, query: Query, dpath: str | Path, fmt: str
 def write_export(
     explorer: Explorer,
     stem: str,
-    summary: dict,
+    summary: dict[str, Any],
     tables: dict[str, pd.DataFrame],
     dpath: str | Path,
     fmt: str,
@@ -71,7 +83,7 @@ def write_export(
         raise ValueError(f"unknown export format {fmt!r}; choose 'json' or 'csv'")
     dpath = Path(dpath)
     dpath.mkdir(parents=True, exist_ok=True)
-    stamped = stamp(explorer)
+    stamped = stamp(explorer)._asdict()
     if fmt == "json":
         payload = {
             "stamp": stamped,

@@ -4,7 +4,7 @@ the whole corpus, overall and per Matryoshka level."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,36 @@ DENSE_FREQUENCY = 0.1
 """Latents active on more than this fraction of the corpus count as dense in the overview."""
 
 
+class OverviewStats(NamedTuple):
+    """The SAE on the whole corpus."""
+
+    n_items: int
+    n_images: int
+    n_texts: int
+    n_latents: int
+    l0: float  # mean active latents per item
+    fvu: float  # fraction of variance unexplained
+    dead_latents: int  # never active on the corpus
+    dense_latents: int  # active on more than dense_threshold of the items
+    dense_threshold: float
+    levels: list[int]  # latents kept at each Matryoshka level
+    level_fvu: list[float]  # FVU of each level's reconstruction
+    level_cosine: list[float]  # mean cosine of the items with each level's reconstruction
+    input_statistics: dict[Modality, str]  # where each modality's input statistics came from
+
+
+class ModelRow(NamedTuple):
+    """One row of the table of what is loaded."""
+
+    what: str  # CLIP, SAE, corpus, index
+    id: str
+    hash: str  # leading hex digits of its content hash ("" when it has none)
+    size: str
+
+
 class Overview(NamedTuple):
-    models: pd.DataFrame  # what, id, hash, size
-    stats: dict[str, Any]
+    models: pd.DataFrame  # ModelRow columns: what, id, hash, size
+    stats: OverviewStats
     frequency_histogram: go.Figure
     levels_plot: go.Figure
 
@@ -47,21 +74,21 @@ def compute_overview(explorer: Explorer, batch_size: int = 512) -> Overview:
     level_fvu = q.level_sq_err_v / max(q.total_var, 1e-12)
     level_cos = q.level_cos_sum_v / n
     modality_n = explorer.items["modality"]
-    stats = {
-        "n_items": n,
-        "n_images": int((modality_n == "image").sum()),
-        "n_texts": int((modality_n == "text").sum()),
-        "n_latents": explorer.n_latents,
-        "l0": q.l0_sum / n,
-        "fvu": q.sq_err / max(q.total_var, 1e-12),
-        "dead_latents": int((explorer.frequency_l == 0).sum()),
-        "dense_latents": int((explorer.frequency_l > DENSE_FREQUENCY).sum()),
-        "dense_threshold": DENSE_FREQUENCY,
-        "levels": levels,
-        "level_fvu": [float(v) for v in level_fvu],
-        "level_cosine": [float(v) for v in level_cos],
-        "input_statistics": explorer.input_stats.manifest(),
-    }
+    stats = OverviewStats(
+        n_items=n,
+        n_images=int((modality_n == "image").sum()),
+        n_texts=int((modality_n == "text").sum()),
+        n_latents=explorer.n_latents,
+        l0=q.l0_sum / n,
+        fvu=q.sq_err / max(q.total_var, 1e-12),
+        dead_latents=int((explorer.frequency_l == 0).sum()),
+        dense_latents=int((explorer.frequency_l > DENSE_FREQUENCY).sum()),
+        dense_threshold=DENSE_FREQUENCY,
+        levels=levels,
+        level_fvu=[float(v) for v in level_fvu],
+        level_cosine=[float(v) for v in level_cos],
+        input_statistics=explorer.input_stats.manifest(),
+    )
     levels_fig = plots.levels_plot(
         levels,
         list(level_cos),
@@ -108,32 +135,22 @@ def models_table(explorer: Explorer) -> pd.DataFrame:
     """What is loaded: what, id, hash, size (one row each for CLIP, the SAE, corpus, index)."""
     sae, n = explorer.sae, explorer.index.embeddings.shape[0]
     manifest = explorer.index.manifest
-    return pd.DataFrame(
-        [
-            {
-                "what": "CLIP",
-                "id": explorer.encoder.model_id,
-                "hash": "",
-                "size": f"{explorer.encoder.embed_dim}-d",
-            },
-            {
-                "what": "SAE",
-                "id": explorer.sources.sae,
-                "hash": explorer.sae_hash[:16],
-                "size": f"{sae.n_inputs} -> {explorer.n_latents} ({sae.cfg.architecture}, "
-                f"levels {list(sae.cfg.levels)})",
-            },
-            {
-                "what": "corpus",
-                "id": explorer.sources.corpus,
-                "hash": explorer.corpus_hash()[:16],
-                "size": f"{n} items",
-            },
-            {
-                "what": "index",
-                "id": str(explorer.index.dpath),
-                "hash": str(manifest.get("key", ""))[:16],
-                "size": f"{n} x {explorer.n_latents}",
-            },
-        ]
-    )
+    encoder = explorer.encoder
+    rows = [
+        ModelRow("CLIP", encoder.model_id, "", f"{encoder.embed_dim}-d"),
+        ModelRow(
+            "SAE",
+            explorer.sources.sae,
+            explorer.sae_hash[:16],
+            f"{sae.n_inputs} -> {explorer.n_latents} ({sae.cfg.architecture}, "
+            f"levels {list(sae.cfg.levels)})",
+        ),
+        ModelRow("corpus", explorer.sources.corpus, explorer.corpus_hash()[:16], f"{n} items"),
+        ModelRow(
+            "index",
+            str(explorer.index.dpath),
+            str(manifest.get("key", ""))[:16],
+            f"{n} x {explorer.n_latents}",
+        ),
+    ]
+    return pd.DataFrame(rows, columns=list(ModelRow._fields))

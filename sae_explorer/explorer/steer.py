@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from sae_explorer import steering
 from sae_explorer.explorer import examples, names, plots, queries, thumbnails
 from sae_explorer.explorer.queries import Query
+from sae_explorer.explorer.thumbnails import CaptionedImage
 from sae_explorer.steering import Edit
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ class SteerResult(NamedTuple):
     edits: pd.DataFrame  # latent, names, before, after
     neighbours_before: pd.DataFrame
     neighbours_after: pd.DataFrame
-    images_before: list[tuple[Path, str]]  # nearest corpus images (cosine captions)
-    images_after: list[tuple[Path, str]]
+    images_before: list[CaptionedImage]  # nearest corpus images (cosine captions)
+    images_after: list[CaptionedImage]
     zero_shot: pd.DataFrame  # label, before, after
 
 
@@ -143,11 +143,11 @@ def edits_table(
     )
 
 
-def neighbour_images(explorer: Explorer, df: pd.DataFrame) -> list[tuple[Path, str]]:
+def neighbour_images(explorer: Explorer, df: pd.DataFrame) -> list[CaptionedImage]:
     """Thumbnails of the image rows of a neighbours table, captioned with their cosine."""
     rows = df[df["modality"] == "image"]
     return [
-        (thumbnails.thumbnail_fpath(explorer, int(r.item)), f"{r.cosine:.3f}")
+        CaptionedImage(thumbnails.thumbnail_fpath(explorer, int(r.item)), f"{r.cosine:.3f}")
         for r in rows.itertuples()
     ]
 

@@ -18,7 +18,16 @@ if TYPE_CHECKING:
 THUMB_PX = 96
 
 
+class CaptionedImage(NamedTuple):
+    """One gallery entry: a thumbnail file and the number shown under it."""
+
+    fpath: Path
+    caption: str
+
+
 class Thumb(NamedTuple):
+    """A thumbnail of one of a latent's strongest images (clicking it opens the latent)."""
+
     fpath: Path  # a small WebP of the corpus image
     caption: str
     latent_id: int

@@ -14,7 +14,9 @@ from _explorer_helpers import builtin_world_trained, explorer_over, small_explor
 from PIL import Image
 
 from sae_explorer import steering
+from sae_explorer.corpus import load_corpus
 from sae_explorer.explorer import Explorer, check_labels
+from sae_explorer.precompute import PrecomputeConfig, index_embeddings
 from sae_explorer.steering import Edit
 from sae_explorer.worlds import shapes
 
@@ -316,6 +318,33 @@ def test_exports_are_stamped_with_hashes(explorer, image_item, tmp_path, fmt):
         assert [r["latent"] for r in top] == expected["latent"].tolist()
     with pytest.raises(ValueError, match="choose 'json' or 'csv'"):
         explorer.export_latent(4, tmp_path, "xml")
+
+
+def test_exports_without_a_corpus_stamp_the_corpus_the_index_was_built_from(explorer, tmp_path):
+    bare = Explorer(explorer.encoder, explorer.sae, explorer.index)  # no corpus object
+    payload = json.loads(bare.export_latent(4, tmp_path).read_text())
+    assert payload["stamp"]["corpus_hash"] == explorer.corpus.manifest_hash
+    assert payload["stamp"]["index_key"] == explorer.index.manifest["key"]
+    assert payload["stamp"]["corpus"] == explorer.corpus.source
+    other = load_corpus(f"builtin:shapes?n=3&seed={shapes.DEFAULT_DEMO_SEED}")
+    with pytest.raises(ValueError, match="not the corpus this index was built from"):
+        Explorer(explorer.encoder, explorer.sae, explorer.index, other)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_exports_over_precomputed_embeddings_stamp_the_index_key(explorer, tmp_path, fmt):
+    x_nd = np.asarray(explorer.index.embeddings[:64], dtype=np.float32)
+    index = index_embeddings(explorer.sae, x_nd, tmp_path / "index", PrecomputeConfig(n_words=0))
+    bare = Explorer(explorer.encoder, explorer.sae, index)
+    text = bare.export_latent(4, tmp_path / "out", fmt).read_text()
+    key = index.manifest["key"]
+    if fmt == "json":
+        stamp = json.loads(text)["stamp"]
+        assert stamp["corpus_hash"] is None  # there is no corpus: no hash, not an empty one
+        assert stamp["index_key"] == key  # hashes the embedding rows, the SAE and the settings
+        assert stamp["corpus"] == "precomputed embeddings"
+    else:
+        assert f"# index_key: {key}\n" in text and "# corpus_hash: \n" not in text
 
 
 # ---------------------------------------------------------------------- trained world

@@ -26,8 +26,9 @@ class Stamp(NamedTuple):
     clip: str  # CLIP model id
     sae: str  # SAE source as loaded
     sae_hash: str  # content hash of the SAE weights
-    corpus: str  # corpus source as loaded
-    corpus_hash: str
+    corpus: str  # corpus source as loaded ("precomputed embeddings" without a corpus)
+    corpus_hash: str | None  # of the corpus the index was built from; None: from embeddings
+    index_key: str  # content key of the index (CLIP, SAE, corpus or embedding rows, settings)
     exported_at: str  # UTC, ISO 8601
 
 
@@ -38,7 +39,8 @@ def stamp(explorer: Explorer) -> Stamp:
         sae=explorer.sources.sae,
         sae_hash=explorer.sae_hash,
         corpus=explorer.sources.corpus,
-        corpus_hash=explorer.corpus_hash(),
+        corpus_hash=explorer.corpus_hash,
+        index_key=explorer.index_key,
         exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
 

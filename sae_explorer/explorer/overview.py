@@ -134,7 +134,6 @@ def corpus_batches(
 def models_table(explorer: Explorer) -> pd.DataFrame:
     """What is loaded: what, id, hash, size (one row each for CLIP, the SAE, corpus, index)."""
     sae, n = explorer.sae, explorer.index.embeddings.shape[0]
-    manifest = explorer.index.manifest
     encoder = explorer.encoder
     rows = [
         ModelRow("CLIP", encoder.model_id, "", f"{encoder.embed_dim}-d"),
@@ -145,11 +144,13 @@ def models_table(explorer: Explorer) -> pd.DataFrame:
             f"{sae.n_inputs} -> {explorer.n_latents} ({sae.cfg.architecture}, "
             f"levels {list(sae.cfg.levels)})",
         ),
-        ModelRow("corpus", explorer.sources.corpus, explorer.corpus_hash()[:16], f"{n} items"),
+        ModelRow(
+            "corpus", explorer.sources.corpus, (explorer.corpus_hash or "")[:16], f"{n} items"
+        ),
         ModelRow(
             "index",
             str(explorer.index.dpath),
-            str(manifest.get("key", ""))[:16],
+            explorer.index_key[:16],
             f"{n} x {explorer.n_latents}",
         ),
     ]

@@ -81,7 +81,15 @@ class Explorer:
         """The statistics each modality went through in the index; queries go through them too."""
         self.saes: ModalitySAEs = self.input_stats.saes(self.sae)
         self.sae_hash = sae.content_hash  # hashing the weights is not free: do it once
-        self.sources = sources or Sources(encoder.model_id, self.sae_hash[:12], "?")
+        self.index_key = str(index.manifest["key"])
+        """The index's content key: a hash of the CLIP model, the SAE, the corpus (or, for
+        precomputed embeddings, every embedding row) and the build settings."""
+        self.corpus_hash = _indexed_corpus_hash(index, corpus)
+        """The hash of the corpus the index was built from; None when it was built from
+        precomputed embeddings (then :attr:`index_key` is what names the data)."""
+        self.sources = sources or Sources(
+            encoder.model_id, self.sae_hash[:12], _indexed_corpus_source(index, corpus)
+        )
         self.n_latents = int(sae.n_latents)
         self.frequency_l = np.asarray(index.frequency, dtype=np.float64)
         self.max_act_l = np.asarray(index.max_act, dtype=np.float64)
@@ -167,12 +175,6 @@ class Explorer:
             self._overview = compute_overview(self, batch_size)
         return self._overview
 
-    def corpus_hash(self) -> str:
-        if self.corpus is not None:
-            return str(self.corpus.manifest_hash)
-        manifest = self.index.manifest
-        return str(manifest.get("corpus_hash", manifest.get("manifest_hash", "")))
-
     # ------------------------------------------------------------------ actions, by job
     # queries.py: inputs and latents by id or name
     image_query = queries.image_query
@@ -211,6 +213,28 @@ class Explorer:
     stamp = export.stamp
     export_latent = export.export_latent
     export_inspect = export.export_inspect
+
+
+def _indexed_corpus_hash(index: ActivationIndex, corpus: Corpus | None) -> str | None:
+    """The corpus hash the index recorded when it was built from a corpus (``corpus`` must be
+    that corpus when given); None for an index of precomputed embeddings."""
+    recorded = (index.manifest.get("corpus") or {}).get("manifest_hash")
+    if corpus is None:
+        return recorded
+    given = corpus.manifest_hash
+    if recorded is not None and given != recorded:
+        raise ValueError(
+            f"the corpus {corpus.source!r} (hash {given[:12]}) is not the corpus this index was "
+            f"built from (hash {recorded[:12]}); pass that corpus, or none"
+        )
+    return given
+
+
+def _indexed_corpus_source(index: ActivationIndex, corpus: Corpus | None) -> str:
+    """Where the indexed items came from, for sources not given explicitly."""
+    if corpus is not None:
+        return corpus.source
+    return (index.manifest.get("corpus") or {}).get("source", "precomputed embeddings")
 
 
 def _report(progress: Progress | None, fraction: float, message: str) -> None:

@@ -14,7 +14,7 @@ import functools
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,7 +46,8 @@ class Sources:
     corpus: str
     note: str = ""
     """Why these sources (e.g. the Hub was unreachable, so the built-in world was loaded)."""
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+    """Notes on how the sources were found (cache folder, chosen checkpoint file, Hub status)."""
 
 
 class Explorer:

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode
 import gradio as gr
 import pandas as pd
 
-from sae_explorer.explorer import DEFAULT_LABELS, Explorer, Query
+from sae_explorer.explorer import DEFAULT_LABELS, Explorer, OverviewStats, Query
 from sae_explorer.explorer_startup import (
     ENV_PREFIX,
     StartupConfig,
@@ -358,9 +358,9 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             result = explorer.inspect(query)
             d = result.diagnostics
             diag = (
-                f"**Reconstruction** cosine {d['cosine']:.3f} · relative error "
-                f"{d['relative_error']:.3f} · L0 {d['l0']}  \n"
-                f"Encoded with {d['input_statistics']}"
+                f"**Reconstruction** cosine {d.cosine:.3f} · relative error "
+                f"{d.relative_error:.3f} · L0 {d.l0}  \n"
+                f"Encoded with {d.input_statistics}"
             )
             gallery = thumbs_html([(t.fpath, t.caption, t.latent_id) for t in result.thumbs])
             return (
@@ -405,14 +405,14 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         def latent_values(latent) -> tuple:
             page = explorer.latent_page(latent)
             s = page.summary
-            level = "never kept" if s["level"] < 0 else f"{s['level']} (k={s['level_k']})"
+            level = "never kept" if s.level < 0 else f"{s.level} (k={s.level_k})"
             summary = (
-                f"### Latent {page.latent_id}: {s['names'] or 'no names'}\n"
-                + (f"MSAE release names: {s['msae_names']}  \n" if "msae_names" in s else "")
-                + f"frequency {s['frequency']:.4f} · mean {s['mean_activation']:.3f} · "
-                f"max {s['max_activation']:.3f} · images {s['image_fraction']:.0%} / texts "
-                f"{s['text_fraction']:.0%} · Matryoshka level {level}"
-                + (" · **dead on this corpus**" if s["dead"] else "")
+                f"### Latent {page.latent_id}: {s.names or 'no names'}\n"
+                + (f"MSAE release names: {s.msae_names}  \n" if s.msae_names is not None else "")
+                + f"frequency {s.frequency:.4f} · mean {s.mean_activation:.3f} · "
+                f"max {s.max_activation:.3f} · images {s.image_fraction:.0%} / texts "
+                f"{s.text_fraction:.0%} · Matryoshka level {level}"
+                + (" · **dead on this corpus**" if s.dead else "")
                 + f"  \nLink: [`{deep_link(tab='latent', latent=page.latent_id)}`]"
                 f"({deep_link(tab='latent', latent=page.latent_id)})"
             )
@@ -610,16 +610,16 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
     return demo
 
 
-def overview_markdown(stats: dict) -> str:
+def overview_markdown(stats: OverviewStats) -> str:
     levels = ", ".join(
         f"k={k}: cos {c:.3f} / FVU {f:.3g}"
-        for k, c, f in zip(stats["levels"], stats["level_cosine"], stats["level_fvu"])
+        for k, c, f in zip(stats.levels, stats.level_cosine, stats.level_fvu)
     )
     return (
-        f"**Corpus** {stats['n_items']} items ({stats['n_images']} images, {stats['n_texts']} texts) · "
-        f"**SAE** {stats['n_latents']} latents · **L0** {stats['l0']:.1f} · **FVU** {stats['fvu']:.3g} · "
-        f"**dead** {stats['dead_latents']} · **dense** (> {stats['dense_threshold']:.0%} of items) "
-        f"{stats['dense_latents']}  \n**Per level:** {levels}"
+        f"**Corpus** {stats.n_items} items ({stats.n_images} images, {stats.n_texts} texts) · "
+        f"**SAE** {stats.n_latents} latents · **L0** {stats.l0:.1f} · **FVU** {stats.fvu:.3g} · "
+        f"**dead** {stats.dead_latents} · **dense** (> {stats.dense_threshold:.0%} of items) "
+        f"{stats.dense_latents}  \n**Per level:** {levels}"
     )
 
 

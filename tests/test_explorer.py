@@ -14,7 +14,9 @@ from _explorer_helpers import builtin_world_trained, explorer_over, small_explor
 from PIL import Image
 
 from sae_explorer import steering
+from sae_explorer.corpus import load_corpus
 from sae_explorer.explorer import Explorer, check_labels
+from sae_explorer.precompute import PrecomputeConfig, index_embeddings
 from sae_explorer.steering import Edit
 from sae_explorer.worlds import shapes
 
@@ -100,12 +102,12 @@ def test_inspect_diagnostics(explorer, image_item):
     d = explorer.inspect(q).diagnostics
     x_1d = torch.as_tensor(q.x_d)[None]
     x_hat = explorer.sae.forward(x_1d).x_hat_bd
-    assert d["cosine"] == pytest.approx(float(torch.cosine_similarity(x_1d, x_hat)[0]), abs=1e-3)
-    assert d["l0"] == int((full_latents(explorer, q.x_d) > 0).sum())
-    assert d["levels"] == list(explorer.sae.cfg.levels)
-    assert len(d["level_cosines"]) == len(d["levels"])
+    assert d.cosine == pytest.approx(float(torch.cosine_similarity(x_1d, x_hat)[0]), abs=1e-3)
+    assert d.l0 == int((full_latents(explorer, q.x_d) > 0).sum())
+    assert d.levels == list(explorer.sae.cfg.levels)
+    assert len(d.level_cosines) == len(d.levels)
     if explorer.sae.cfg.levels[-1] == explorer.n_latents:  # last level = all latents = reference
-        assert d["level_cosines"][-1] == pytest.approx(d["cosine"], abs=1e-3)
+        assert d.level_cosines[-1] == pytest.approx(d.cosine, abs=1e-3)
 
 
 def test_inspect_thumbnails_are_top_corpus_images_of_the_top_latents(explorer, image_item):
@@ -167,10 +169,10 @@ def test_top_items_per_modality_match_the_sae(explorer):
 def test_latent_page_values_are_recomputable(explorer, image_item):
     latent = int(explorer.inspect(explorer.item_query(image_item)).table["latent"][0])
     page = explorer.latent_page(latent)
-    assert page.summary["frequency"] == pytest.approx(explorer.index.frequency[latent])
-    assert page.summary["max_activation"] == pytest.approx(float(explorer.index.max_act[latent]))
-    assert 0.0 <= page.summary["image_fraction"] <= 1.0
-    assert page.summary["image_fraction"] + page.summary["text_fraction"] == pytest.approx(1.0)
+    assert page.summary.frequency == pytest.approx(explorer.index.frequency[latent])
+    assert page.summary.max_activation == pytest.approx(float(explorer.index.max_act[latent]))
+    assert 0.0 <= page.summary.image_fraction <= 1.0
+    assert page.summary.image_fraction + page.summary.text_fraction == pytest.approx(1.0)
     top = explorer.index.top_examples(latent, 3)
     for row in top.itertuples():
         z = full_latents(explorer, explorer.index.embeddings[row.item_idx])[latent]
@@ -281,11 +283,11 @@ def test_overview_matches_direct_computation(explorer):
     x = torch.as_tensor(np.asarray(explorer.index.embeddings, np.float32))
     out = explorer.sae.forward(x)
     fvu = float(((x - out.x_hat_bd) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
-    assert o.stats["fvu"] == pytest.approx(fvu, rel=1e-3)
-    assert o.stats["l0"] == pytest.approx(float((out.z_bl > 0).sum(1).float().mean()), rel=1e-3)
-    assert o.stats["n_items"] == len(explorer.corpus)
-    assert o.stats["dead_latents"] == int((explorer.index.frequency == 0).sum())
-    assert len(o.stats["level_fvu"]) == len(explorer.sae.cfg.levels)
+    assert o.stats.fvu == pytest.approx(fvu, rel=1e-3)
+    assert o.stats.l0 == pytest.approx(float((out.z_bl > 0).sum(1).float().mean()), rel=1e-3)
+    assert o.stats.n_items == len(explorer.corpus)
+    assert o.stats.dead_latents == int((explorer.index.frequency == 0).sum())
+    assert len(o.stats.level_fvu) == len(explorer.sae.cfg.levels)
     sae = explorer.sae  # per level: decode that level's TopK codes (not level_forward's path)
     xm = sae.preprocess(x)
     stats = sae.normalization_stats(xm)
@@ -293,8 +295,8 @@ def test_overview_matches_direct_computation(explorer):
     total = float(((x - x.mean(0)) ** 2).sum())
     level_fvu = [float(((x - r) ** 2).sum()) / total for r in recons]
     level_cos = [float(torch.cosine_similarity(x, r, dim=-1).mean()) for r in recons]
-    np.testing.assert_allclose(o.stats["level_fvu"], level_fvu, rtol=1e-3)
-    np.testing.assert_allclose(o.stats["level_cosine"], level_cos, rtol=1e-3)
+    np.testing.assert_allclose(o.stats.level_fvu, level_fvu, rtol=1e-3)
+    np.testing.assert_allclose(o.stats.level_cosine, level_cos, rtol=1e-3)
     assert set(o.models["what"]) == {"CLIP", "SAE", "corpus", "index"}
 
 
@@ -316,6 +318,33 @@ def test_exports_are_stamped_with_hashes(explorer, image_item, tmp_path, fmt):
         assert [r["latent"] for r in top] == expected["latent"].tolist()
     with pytest.raises(ValueError, match="choose 'json' or 'csv'"):
         explorer.export_latent(4, tmp_path, "xml")
+
+
+def test_exports_without_a_corpus_stamp_the_corpus_the_index_was_built_from(explorer, tmp_path):
+    bare = Explorer(explorer.encoder, explorer.sae, explorer.index)  # no corpus object
+    payload = json.loads(bare.export_latent(4, tmp_path).read_text())
+    assert payload["stamp"]["corpus_hash"] == explorer.corpus.manifest_hash
+    assert payload["stamp"]["index_key"] == explorer.index.manifest["key"]
+    assert payload["stamp"]["corpus"] == explorer.corpus.source
+    other = load_corpus(f"builtin:shapes?n=3&seed={shapes.DEFAULT_DEMO_SEED}")
+    with pytest.raises(ValueError, match="not the corpus this index was built from"):
+        Explorer(explorer.encoder, explorer.sae, explorer.index, other)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_exports_over_precomputed_embeddings_stamp_the_index_key(explorer, tmp_path, fmt):
+    x_nd = np.asarray(explorer.index.embeddings[:64], dtype=np.float32)
+    index = index_embeddings(explorer.sae, x_nd, tmp_path / "index", PrecomputeConfig(n_words=0))
+    bare = Explorer(explorer.encoder, explorer.sae, index)
+    text = bare.export_latent(4, tmp_path / "out", fmt).read_text()
+    key = index.manifest["key"]
+    if fmt == "json":
+        stamp = json.loads(text)["stamp"]
+        assert stamp["corpus_hash"] is None  # there is no corpus: no hash, not an empty one
+        assert stamp["index_key"] == key  # hashes the embedding rows, the SAE and the settings
+        assert stamp["corpus"] == "precomputed embeddings"
+    else:
+        assert f"# index_key: {key}\n" in text and "# corpus_hash: \n" not in text
 
 
 # ---------------------------------------------------------------------- trained world

@@ -226,8 +226,8 @@ def test_explorer_text_query_uses_text_statistics(image_explorer, image_index, i
     assert top["latent"].tolist() == z_l.argsort(descending=True)[: len(top)].tolist()
     np.testing.assert_allclose(top["activation"], z_l[top["latent"]].numpy(), atol=1e-4)
     cosine = float(torch.cosine_similarity(x_1d, out.x_hat_bd)[0])
-    assert result.diagnostics["cosine"] == pytest.approx(cosine, abs=1e-4)
-    assert result.diagnostics["input_statistics"] == f"text statistics: corpus texts (n={N_SHAPES})"
+    assert result.diagnostics.cosine == pytest.approx(cosine, abs=1e-4)
+    assert result.diagnostics.input_statistics == f"text statistics: corpus texts (n={N_SHAPES})"
     latents = image_explorer.top_latents(query)
     np.testing.assert_allclose(latents["value"], z_l[latents["latent"]].numpy(), atol=1e-5)
 
@@ -237,10 +237,10 @@ def test_image_and_item_queries_use_their_own_modality(image_explorer, image_ind
     image_query = image_explorer.image_query(image_index.load_image(image_row))
     assert image_explorer.sae_for(image_query) is image_sae
     diagnostics = image_explorer.inspect(image_query).diagnostics
-    assert diagnostics["input_statistics"] == "checkpoint (image) statistics"
+    assert diagnostics.input_statistics == "checkpoint (image) statistics"
     text_item = image_explorer.item_query(int(rows_of(image_index, "text")[0]))
     assert image_explorer.sae_for(text_item) is image_explorer.saes.text
-    assert image_explorer.inspect(text_item).diagnostics["input_statistics"].startswith("text")
+    assert image_explorer.inspect(text_item).diagnostics.input_statistics.startswith("text")
 
 
 def test_steering_a_text_decodes_with_text_statistics(image_explorer, image_index, image_sae):
@@ -268,8 +268,8 @@ def test_overview_encodes_each_modality_with_its_statistics(image_explorer, imag
         sq_err += float(((x_nd[rows] - saes.of(modality).forward(x_nd[rows]).x_hat_bd) ** 2).sum())
     total_var = float(((x_nd - x_nd.mean(0)) ** 2).sum())
     stats = image_explorer.overview().stats
-    assert stats["fvu"] == pytest.approx(sq_err / total_var, rel=1e-4)
-    assert stats["input_statistics"] == image_index.manifest["input_stats"]
+    assert stats.fvu == pytest.approx(sq_err / total_var, rel=1e-4)
+    assert stats.input_statistics == image_index.manifest["input_stats"]
 
 
 def test_top_texts_of_a_latent_use_text_statistics(image_explorer, image_index, image_sae):

@@ -267,7 +267,7 @@ def test_explorer_shows_the_release_names_beside_ours(release_explorer):
     assert list(page.names.columns) == ["name", "score", "MSAE name", "MSAE cosine"]
     assert page.names["MSAE name"].tolist() == [WORDS[i] for i in direct[7]]
     assert len(page.names["name"].iloc[0]) > 0  # ours still there
-    assert page.summary["msae_names"] == names.text(7, 5)
+    assert page.summary.msae_names == names.text(7, 5)
     assert RELEASE_NAMES_COLUMN in explorer.similar_latents(7).columns
     assert RELEASE_NAMES_COLUMN in explorer.top_latents(explorer.item_query(0)).columns
     assert RELEASE_NAMES_COLUMN in explorer.search_latents("red").columns

@@ -1,0 +1,107 @@
+"""Exports: one latent's page or one input's analysis written as JSON or CSV, stamped with what
+produced it (models, hashes, time)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from sae_explorer.atomic import atomic_write_text
+from sae_explorer.explorer import examples, inspect, latent_page
+from sae_explorer.explorer.queries import Query
+
+if TYPE_CHECKING:
+    from sae_explorer.explorer.state import Explorer
+
+
+class Stamp(NamedTuple):
+    """Provenance written into every export."""
+
+    clip: str  # CLIP model id
+    sae: str  # SAE source as loaded
+    sae_hash: str  # content hash of the SAE weights
+    corpus: str  # corpus source as loaded ("precomputed embeddings" without a corpus)
+    corpus_hash: str | None  # of the corpus the index was built from; None: from embeddings
+    index_key: str  # content key of the index (CLIP, SAE, corpus or embedding rows, settings)
+    exported_at: str  # UTC, ISO 8601
+
+
+def stamp(explorer: Explorer) -> Stamp:
+    """What produced an export, and when."""
+    return Stamp(
+        clip=explorer.encoder.model_id,
+        sae=explorer.sources.sae,
+        sae_hash=explorer.sae_hash,
+        corpus=explorer.sources.corpus,
+        corpus_hash=explorer.corpus_hash,
+        index_key=explorer.index_key,
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
+def export_latent(
+    explorer: Explorer, latent: int | float | str, dpath: str | Path, fmt: str = "json"
+) -> Path:
+    """Write the latent page (without images) as JSON or CSV into ``dpath``."""
+    page = latent_page.latent_page(explorer, latent)
+    tables = {
+        "top_texts": page.top_texts,
+        "top_items": examples.top_examples(explorer, page.latent_id, 50),
+        "quantiles": page.quantiles,
+        "names": page.names,
+        "similar": page.similar,
+    }
+    summary = page.summary._asdict()
+    return write_export(explorer, f"latent-{page.latent_id}", summary, tables, dpath, fmt)
+
+
+def export_inspect(explorer: Explorer, query: Query, dpath: str | Path, fmt: str = "json") -> Path:
+    """Write one input's analysis (top latents, diagnostics) as JSON or CSV into ``dpath``."""
+    result = inspect.inspect(explorer, query, n_top=32, n_thumbs=0)
+    summary = {"input": query.description, "kind": query.kind, **result.diagnostics._asdict()}
+    # Named by the input, so different inputs exported into one folder never overwrite
+    # each other (and exporting the same input again reuses its file).
+    digest = hashlib.sha256(np.ascontiguousarray(query.x_d, np.float32).tobytes())
+    stem = f"inspect-{digest.hexdigest()[:10]}"
+    return write_export(explorer, stem, summary, {"top_latents": result.table}, dpath, fmt)
+
+
+def write_export(
+    explorer: Explorer,
+    stem: str,
+    summary: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    dpath: str | Path,
+    fmt: str,
+) -> Path:
+    """``stem-<sae hash>.<fmt>`` in ``dpath``: the stamp, the summary and the tables."""
+    if fmt not in ("json", "csv"):
+        raise ValueError(f"unknown export format {fmt!r}; choose 'json' or 'csv'")
+    dpath = Path(dpath)
+    dpath.mkdir(parents=True, exist_ok=True)
+    stamped = stamp(explorer)._asdict()
+    if fmt == "json":
+        payload = {
+            "stamp": stamped,
+            "summary": _jsonable(summary),
+            **{name: json.loads(df.to_json(orient="records")) for name, df in tables.items()},
+        }
+        text = json.dumps(payload, indent=1)
+    else:
+        header = "".join(f"# {k}: {v}\n" for k, v in {**stamped, **_jsonable(summary)}.items())
+        parts = [header]
+        for name, df in tables.items():
+            parts.append(f"# table: {name}\n")
+            parts.append(df.assign(table=name).to_csv(index=False))
+        text = "".join(parts)
+    return atomic_write_text(dpath / f"{stem}-{stamped['sae_hash'][:8]}.{fmt}", text)
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

@@ -1,0 +1,85 @@
+"""Inspect one input: its strongest latents, how well the SAE reconstructs it (at each
+Matryoshka level), and the corpus images where those latents fire most."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from sae_explorer.corpus import Modality
+from sae_explorer.explorer import names, plots, quality, queries, thumbnails
+from sae_explorer.explorer.queries import Query
+from sae_explorer.explorer.thumbnails import Thumb
+
+if TYPE_CHECKING:
+    from sae_explorer.explorer.state import Explorer
+
+TABLE_COLUMNS = ["latent", "names", "activation", "level", "corpus_level", "frequency"]
+
+
+class Diagnostics(NamedTuple):
+    """How well the SAE reconstructs one input."""
+
+    cosine: float  # of the input with its reconstruction
+    relative_error: float  # |x - x_hat| / |x|
+    l0: int  # active latents
+    levels: list[int]  # latents kept at each Matryoshka level (one level for plain SAEs)
+    level_cosines: list[float]  # cosine of the input with each level's reconstruction
+    input_statistics: str  # which statistics the input went through, e.g. "text statistics: ..."
+
+
+class InspectResult(NamedTuple):
+    table: pd.DataFrame  # latent, names, activation, level, corpus_level, frequency
+    bar: go.Figure
+    diagnostics: Diagnostics
+    levels_plot: go.Figure
+    thumbs: list[Thumb]
+
+
+@torch.inference_mode()
+def inspect(explorer: Explorer, query: Query, n_top: int = 10, n_thumbs: int = 4) -> InspectResult:
+    """Top latents of one input, its reconstruction diagnostics and example thumbnails."""
+    x_1d = torch.as_tensor(query.x_d, dtype=torch.float32)[None]
+    sae = explorer.sae_for(query)
+    out = sae.forward(x_1d)
+    z_l = out.z_bl[0]
+    levels_l = sae.latent_levels(out.z_bl)[0]
+    n_active = int((z_l > 0).sum())
+    top = z_l.argsort(descending=True)[: min(n_top, n_active)].tolist()
+    rows = [
+        {
+            "latent": i,
+            "names": names.names_text(explorer, i),
+            "activation": round(float(z_l[i]), 4),
+            "level": int(levels_l[i]),
+            "corpus_level": int(explorer.levels_l[i]),
+            "frequency": round(float(explorer.frequency_l[i]), 4),
+        }
+        for i in top
+    ]
+    table = names.with_release_names(explorer, pd.DataFrame(rows, columns=TABLE_COLUMNS))
+    modality = queries.query_modality(explorer, query)
+    d = diagnostics(explorer, x_1d, out.x_hat_bd, n_active, modality)
+    thumbs = [t for i in top[:5] for t in thumbnails.latent_thumbs(explorer, i, n_thumbs)]
+    levels_plot = plots.levels_plot(d.levels, d.level_cosines)
+    return InspectResult(table, plots.bar(table), d, levels_plot, thumbs)
+
+
+def diagnostics(
+    explorer: Explorer, x_1d: torch.Tensor, x_hat_1d: torch.Tensor, l0: int, modality: Modality
+) -> Diagnostics:
+    """How well the SAE reconstructs one input ``x_1d`` [1, n_inputs], overall and per level."""
+    cosine = float(torch.nn.functional.cosine_similarity(x_1d, x_hat_1d)[0])
+    rel_error = float((x_1d - x_hat_1d).norm() / x_1d.norm().clamp_min(1e-12))
+    level_cosines = quality.level_metrics(explorer, x_1d, modality).cosine_vb[:, 0]
+    return Diagnostics(
+        cosine=round(cosine, 4),
+        relative_error=round(rel_error, 4),
+        l0=l0,
+        levels=list(explorer.sae.cfg.levels),
+        level_cosines=[round(c, 4) for c in level_cosines.tolist()],
+        input_statistics=explorer.input_stats.describe(modality, explorer.sae.training_modality),
+    )

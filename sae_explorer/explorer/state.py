@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from sae_explorer import builtin
 from sae_explorer.corpus import Corpus, Modality
 from sae_explorer.explorer import examples, export, names, quality, queries, thumbnails
 from sae_explorer.explorer import inspect as inspect_job
@@ -144,9 +145,10 @@ class Explorer:
         def sub(fraction: float, message: str) -> None:
             _report(progress, 0.1 + 0.9 * fraction, message)
 
-        # The built-in world's tiny CLIP knows only its own caption words; other English words
+        # A built-in world's tiny CLIP knows only its own caption words; other English words
         # land anywhere in its space and would crowd out the real names of its latents.
-        names_cfg = PrecomputeConfig(n_words=0 if encoder.model_id == "builtin:shapes" else 3000)
+        world = builtin.world_of(encoder.model_id)
+        names_cfg = PrecomputeConfig() if world is None else PrecomputeConfig(n_words=world.n_words)
         index = precompute(encoder, sae_model, corpus_obj, Path(cache_dir), names_cfg, sub)
         sources = Sources(
             clip=encoder.model_id,

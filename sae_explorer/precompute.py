@@ -69,6 +69,7 @@ from sae_explorer.index import (
     top_codes,
     write_latent_arrays,
 )
+from sae_explorer.index.files import BUILD_ONLY_NAMES, PROGRESS_NAME, STATE_NAME
 from sae_explorer.modality_stats import (
     CHECKPOINT,
     ModalitySAEs,
@@ -86,10 +87,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROGRESS_NAME = "progress.json"
-STATE_NAME = "state.npz"
-BUILD_ONLY_NAMES = {"corpus_idx": "build_corpus_idx.npy", "n_active": "build_n_active.npy"}
-"""Per-item columns a build appends, then folds into ``items.parquet`` and deletes."""
 N_SKIPPED_LISTED = 20
 
 

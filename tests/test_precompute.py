@@ -134,9 +134,9 @@ def test_names_are_stored(built, sae, encoder, monkeypatch):
 
 def test_second_call_reuses_the_index(built, encoder, sae, mixed_corpus, monkeypatch):
     index, cache, _ = built
-    import sae_explorer.precompute as pc
+    from sae_explorer.index.build import IndexBuilder
 
-    monkeypatch.setattr(pc._Builder, "run", lambda *a, **k: pytest.fail("rebuilt a valid index"))
+    monkeypatch.setattr(IndexBuilder, "run", lambda *a, **k: pytest.fail("rebuilt a valid index"))
     again = precompute(encoder, sae, mixed_corpus, cache, CFG)
     assert again.dpath == index.dpath and again.manifest["created"] == index.manifest["created"]
 
@@ -147,7 +147,7 @@ def test_corrupt_manifest_triggers_rebuild(built, encoder, sae, mixed_corpus, tm
     top = first.top_examples(1)
     dpath = tmp_path / first.dpath.relative_to(cache)
     (dpath / MANIFEST_NAME).write_text('{"schema": 1, "files": {"items.parquet": 3}')
-    with caplog.at_level(logging.WARNING, logger="sae_explorer.precompute"):
+    with caplog.at_level(logging.WARNING, logger="sae_explorer.index.cache"):
         second = precompute(encoder, sae, mixed_corpus, tmp_path, CFG)
     assert "rebuilding" in caplog.text and second.dpath == dpath
     assert json.loads((second.dpath / MANIFEST_NAME).read_text())["counts"]["n_items"] == 29

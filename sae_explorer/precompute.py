@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -164,12 +163,15 @@ def precompute(
     cfg: PrecomputeConfig = PrecomputeConfig(),
     progress: Progress | None = None,
     stop_after_chunks: int | None = None,
+    force: bool = False,
 ) -> ActivationIndex:
     """Build (or reuse, or resume) the activation index of ``corpus`` under ``cache_root``.
 
-    ``progress(frac, message)`` is called as work advances. ``stop_after_chunks`` ends the run
-    early after that many new chunks (leaving a resumable folder) and raises
-    ``InterruptedError``; tests use it to simulate an interruption.
+    ``progress(frac, message)`` is called as work advances. ``force`` rebuilds from scratch,
+    deleting a finished or unfinished index of the same key under the build lock (never while
+    another process builds it or checks it for reuse). ``stop_after_chunks`` ends the run early
+    after that many new chunks (leaving a resumable folder) and raises ``InterruptedError``;
+    tests use it to simulate an interruption.
     """
     _check_inputs(encoder, sae, corpus)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dpath()
@@ -177,6 +179,8 @@ def precompute(
     dpath = index_dpath(cache_root, key)
     report = progress or (lambda frac, msg: None)
     with build_lock(dpath, report):
+        if force and dpath.exists():
+            clear_index_dpath(dpath)
         index = reuse_index(dpath, key)
         if index is not None:
             report(1.0, f"index found: {index.n_items} items")
@@ -381,10 +385,6 @@ def main(argv: list[str] | None = None) -> int:
             f"({corpus.n_images} images, {corpus.n_texts} texts) listed in {t_corpus:.1f}s",
             flush=True,
         )
-        if args.force:
-            cache_root = Path(args.cache_dir) if args.cache_dir else default_cache_dpath()
-            key = corpus_key(encoder, sae, corpus, cfg).key
-            shutil.rmtree(index_dpath(cache_root, key), ignore_errors=True)
         with tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True) as bar:
 
             def progress(frac: float, msg: str) -> None:
@@ -393,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                 bar.refresh()
 
             t0 = time.perf_counter()
-            index = precompute(encoder, sae, corpus, args.cache_dir, cfg, progress)
+            index = precompute(
+                encoder, sae, corpus, args.cache_dir, cfg, progress, force=args.force
+            )
             total = time.perf_counter() - t0
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

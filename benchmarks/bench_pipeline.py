@@ -30,7 +30,9 @@ sys.path.insert(0, str(REPO))
 def main() -> None:
     from sae_explorer.corpus import load_corpus
     from sae_explorer.encoder import load_encoder
-    from sae_explorer.precompute import PrecomputeConfig, _CorpusEmbedder, _Timer, precompute
+    from sae_explorer.index.build import Timer
+    from sae_explorer.index.embed import CorpusEmbedder
+    from sae_explorer.precompute import PrecomputeConfig, precompute
     from sae_explorer.sae import SAE, SAEConfig
 
     p = argparse.ArgumentParser(
@@ -61,7 +63,7 @@ def main() -> None:
     cfg = PrecomputeConfig(
         batch_size=args.batch_size, n_workers=args.workers, chunk_size=8 * args.batch_size
     )
-    embedder = _CorpusEmbedder(encoder, corpus, cfg, _Timer())
+    embedder = CorpusEmbedder(encoder, corpus, cfg, Timer())
     bare_s, ours_s = [], []
     chunk = 8 * args.batch_size  # several batches, so the decode threads can run ahead
     with torch.inference_mode():

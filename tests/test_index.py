@@ -313,7 +313,7 @@ def test_a_crash_after_the_last_checkpoint_resumes_identically(tmp_path, monkeyp
     """Killed mid-run, the files hold rows the checkpoint does not count: the next run cuts them
     off, redoes those chunks, and ends with the same index as an uninterrupted run."""
     from sae_explorer.index import NpyAppender
-    from sae_explorer.precompute import _Builder
+    from sae_explorer.index.build import IndexBuilder
 
     sae = build_sae(32, 48, seed=4)
     x = np.random.default_rng(2).standard_normal((5000, 32)).astype(np.float32)
@@ -322,8 +322,8 @@ def test_a_crash_after_the_last_checkpoint_resumes_identically(tmp_path, monkeyp
     dpath = tmp_path / "crashed"
     with pytest.raises(InterruptedError):
         index_embeddings(sae, x, dpath, cfg, stop_after_chunks=1)  # checkpoint after chunk 0
-    monkeypatch.setattr(_Builder, "CHECKPOINT_EVERY_S", 1e9)  # none after that
-    encode_latents, calls = _Builder._encode_latents, []
+    monkeypatch.setattr(IndexBuilder, "CHECKPOINT_EVERY_S", 1e9)  # none after that
+    encode_latents, calls = IndexBuilder._encode_latents, []
 
     def killed_in_chunk_2(self, *args):
         calls.append(1)
@@ -331,7 +331,7 @@ def test_a_crash_after_the_last_checkpoint_resumes_identically(tmp_path, monkeyp
             raise RuntimeError("killed")
         return encode_latents(self, *args)
 
-    monkeypatch.setattr(_Builder, "_encode_latents", killed_in_chunk_2)
+    monkeypatch.setattr(IndexBuilder, "_encode_latents", killed_in_chunk_2)
     with pytest.raises(RuntimeError, match="killed"):
         index_embeddings(sae, x, dpath, cfg)
     checkpoint = json.loads((dpath / "progress.json").read_text())
@@ -341,7 +341,7 @@ def test_a_crash_after_the_last_checkpoint_resumes_identically(tmp_path, monkeyp
     ) // 4
     assert rows_on_disk > checkpoint["rows"]["ids"] > 0  # chunk 1 was written after it
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="sae_explorer.precompute"):
+    with caplog.at_level("INFO", logger="sae_explorer.index.build"):
         resumed = index_embeddings(sae, x, dpath, cfg)
     assert "after chunk 1/5" in caplog.text and "starting over" not in caplog.text
     assert_same_index(reference, resumed)

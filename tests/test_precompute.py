@@ -134,9 +134,9 @@ def test_names_are_stored(built, sae, encoder, monkeypatch):
 
 def test_second_call_reuses_the_index(built, encoder, sae, mixed_corpus, monkeypatch):
     index, cache, _ = built
-    import sae_explorer.precompute as pc
+    from sae_explorer.index.build import IndexBuilder
 
-    monkeypatch.setattr(pc._Builder, "run", lambda *a, **k: pytest.fail("rebuilt a valid index"))
+    monkeypatch.setattr(IndexBuilder, "run", lambda *a, **k: pytest.fail("rebuilt a valid index"))
     again = precompute(encoder, sae, mixed_corpus, cache, CFG)
     assert again.dpath == index.dpath and again.manifest["created"] == index.manifest["created"]
 
@@ -147,7 +147,7 @@ def test_corrupt_manifest_triggers_rebuild(built, encoder, sae, mixed_corpus, tm
     top = first.top_examples(1)
     dpath = tmp_path / first.dpath.relative_to(cache)
     (dpath / MANIFEST_NAME).write_text('{"schema": 1, "files": {"items.parquet": 3}')
-    with caplog.at_level(logging.WARNING, logger="sae_explorer.precompute"):
+    with caplog.at_level(logging.WARNING, logger="sae_explorer.index.cache"):
         second = precompute(encoder, sae, mixed_corpus, tmp_path, CFG)
     assert "rebuilding" in caplog.text and second.dpath == dpath
     assert json.loads((second.dpath / MANIFEST_NAME).read_text())["counts"]["n_items"] == 29
@@ -220,6 +220,42 @@ def test_cli(encoder, sae, tmp_path, capsys):
     assert ActivationIndex.load(dpath).names is None
     assert main([*argv[:4], "--corpus", str(tmp_path / "missing.csv")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_force_clears_the_index_only_under_its_build_lock(encoder, sae, tmp_path, caplog):
+    """--force rebuilds a finished index, but deletes it only once it holds the folder's build
+    lock: while another process holds it (reading the index to reuse it, or building it), the
+    forced run waits and the index stays whole."""
+    import threading
+
+    from sae_explorer.checkpoints import save_sae
+    from sae_explorer.index.cache import build_lock
+    from sae_explorer.precompute import main
+    from sae_explorer.worlds import shapes
+
+    sae_dpath = save_sae(sae, tmp_path / "sae")
+    argv = [
+        "--clip", shapes.CLIP_ARCH, "--sae", str(sae_dpath), "--corpus", "builtin:shapes?n=4",
+        "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--no-names",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    dpath = next(p for p in (tmp_path / "cache" / "index").iterdir() if p.is_dir())
+    manifest = json.loads((dpath / MANIFEST_NAME).read_text())
+    manifest["timings"]["marker"] = 1.0  # gone once the index is rebuilt
+    (dpath / MANIFEST_NAME).write_text(json.dumps(manifest))
+    exit_codes: list[int] = []
+    with caplog.at_level(logging.INFO), build_lock(dpath):  # "the other process"
+        forced = threading.Thread(target=lambda: exit_codes.append(main([*argv, "--force"])))
+        forced.start()
+        for _ in range(1200):
+            if "waiting for it" in caplog.text:
+                break
+            threading.Event().wait(0.05)
+        assert "another process is building" in caplog.text
+        assert ActivationIndex.load(dpath).manifest == manifest  # untouched while we hold it
+    forced.join(timeout=120)
+    assert exit_codes == [0]
+    assert "marker" not in ActivationIndex.load(dpath).manifest["timings"]  # rebuilt
 
 
 def test_real_photos_and_captions(encoder, shared_data_dpath, tmp_path):

@@ -1,0 +1,117 @@
+"""The files of an index folder: their names, the manifest that lists them, and its check.
+
+A folder is a finished index once ``manifest.json`` is there: it is written last and lists every
+file with its size, so an unfinished, damaged or other-schema folder is told apart by reading it
+(:func:`read_manifest`). The build's own files (``progress.json``, ``state.npz``, the build-only
+columns) exist only while a build is unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from sae_explorer.atomic import atomic_save_npy, atomic_write_json
+
+SCHEMA = 1
+MANIFEST_NAME = "manifest.json"
+ITEMS_NAME = "items.parquet"
+EMBEDDINGS_NAME = "embeddings.npy"
+CODES_NAMES = ("codes_indptr.npy", "codes_ids.npy", "codes_values.npy")
+INPUT_STATS_NAME = "input_stats.npz"
+OPTIONAL_NAMES = (INPUT_STATS_NAME,)
+"""Files an index has only in some cases; the manifest lists them when they are there."""
+LATENT_ARRAYS = (
+    "latent_count",
+    "latent_count_image",
+    "latent_sum",
+    "latent_max",
+    "latent_level",
+    "latent_top_idx",
+    "latent_top_val",
+    "latent_sample_idx",
+    "latent_sample_val",
+    "latent_hist",
+)
+
+PROGRESS_NAME = "progress.json"
+STATE_NAME = "state.npz"
+BUILD_ONLY_NAMES = {"corpus_idx": "build_corpus_idx.npy", "n_active": "build_n_active.npy"}
+"""Per-item columns a build appends, then folds into ``items.parquet`` and deletes."""
+
+
+class CorruptIndexError(ValueError):
+    """An index folder that is incomplete, from another schema, or damaged."""
+
+
+class IndexCounts(NamedTuple):
+    """The ``counts`` of a manifest written by a build: what the index holds. (The reader
+    needs only ``n_items``, ``n_latents`` and ``embed_dim``; benchmarks write only those.)"""
+
+    n_items: int
+    n_images: int
+    n_texts: int
+    n_latents: int
+    embed_dim: int
+    codes_nnz: int  # stored (item, latent) codes, at most top_k per item
+    n_skipped: int  # corpus items that could not be read
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> IndexCounts:
+        counts = manifest.get("counts")
+        try:
+            return cls(**{name: int(counts[name]) for name in cls._fields})
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptIndexError(f"the manifest's counts are incomplete: {e!r}") from e
+
+
+def write_latent_arrays(dpath: Path, arrays: dict[str, np.ndarray]) -> None:
+    assert set(arrays) == set(LATENT_ARRAYS), sorted(arrays)
+    for name, array in arrays.items():
+        atomic_save_npy(dpath / f"{name}.npy", array)
+
+
+def index_file_names() -> list[str]:
+    """The files a complete index must have (``manifest.json`` aside)."""
+    return [ITEMS_NAME, EMBEDDINGS_NAME, *CODES_NAMES, *(f"{n}.npy" for n in LATENT_ARRAYS)]
+
+
+def index_files(dpath: Path) -> dict[str, int]:
+    """Name -> size in bytes of the files a complete index must have, and of the optional ones
+    it has (for the manifest)."""
+    names = [*index_file_names(), *(n for n in OPTIONAL_NAMES if (dpath / n).is_file())]
+    return {name: (dpath / name).stat().st_size for name in names}
+
+
+def read_manifest(dpath: Path) -> dict:
+    """The manifest of a finished index; ``CorruptIndexError`` saying what is wrong otherwise."""
+    fpath = Path(dpath) / MANIFEST_NAME
+    if not fpath.is_file():
+        raise CorruptIndexError(f"{dpath} has no {MANIFEST_NAME} (not an index, or unfinished)")
+    try:
+        manifest = json.loads(fpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptIndexError(f"{fpath} is not valid JSON: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        found = manifest.get("schema") if isinstance(manifest, dict) else None
+        raise CorruptIndexError(f"{fpath} has schema {found!r}; this version reads schema {SCHEMA}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise CorruptIndexError(f"{fpath} lists no files")
+    for name, size in files.items():
+        fpath_i = Path(dpath) / name
+        if not fpath_i.is_file():
+            raise CorruptIndexError(f"index file {name} is missing from {dpath}")
+        if fpath_i.stat().st_size != size:
+            raise CorruptIndexError(
+                f"index file {name} has {fpath_i.stat().st_size} bytes, the manifest says {size}"
+            )
+    return manifest
+
+
+def write_manifest(dpath: Path, manifest: dict) -> None:
+    """Write the manifest, last of all: its presence marks the index complete."""
+    atomic_write_json(Path(dpath) / MANIFEST_NAME, manifest)

@@ -102,11 +102,20 @@ def steer(sae: SAE, x_d: Tensor, edits: Sequence[Edit]) -> SteerOutput:
     return SteerOutput(x_steered_1d[0], z_1l[0], z_after_1l[0])
 
 
-def zero_shot(x_bd: Tensor, labels_nd: Tensor, logit_scale: float = CLIP_LOGIT_SCALE) -> Tensor:
-    """Zero-shot probabilities [b, n_labels]: softmax of scaled cosine to each label embedding."""
+def zero_shot(
+    x_bd: Tensor,
+    labels_nd: Tensor,
+    logit_scale: float = CLIP_LOGIT_SCALE,
+    group_sizes: Sequence[int] | None = None,
+) -> Tensor:
+    """Zero-shot probabilities [b, n_labels]: softmax of scaled cosine to each label embedding,
+    one softmax per group of consecutive labels (``group_sizes``; default one group)."""
     x_bd = torch.nn.functional.normalize(x_bd.float(), dim=-1)
     labels_nd = torch.nn.functional.normalize(labels_nd.float(), dim=-1)
-    return (logit_scale * x_bd @ labels_nd.T).softmax(dim=-1)
+    logits_bn = logit_scale * x_bd @ labels_nd.T
+    sizes = [labels_nd.shape[0]] if group_sizes is None else list(group_sizes)
+    assert sum(sizes) == labels_nd.shape[0], "group sizes must cover every label"
+    return torch.cat([part.softmax(dim=-1) for part in logits_bn.split(sizes, dim=-1)], dim=-1)
 
 
 @torch.inference_mode()

@@ -4,6 +4,7 @@ corpus. Numbers are checked against direct SAE / index computations, not just sh
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from _explorer_helpers import builtin_world_trained, explorer_over, small_explorer
 from PIL import Image
 
-from sae_explorer import steering
+from sae_explorer import naming, steering
 from sae_explorer.corpus import load_corpus
 from sae_explorer.explorer import Explorer, check_labels
 from sae_explorer.precompute import PrecomputeConfig, index_embeddings
@@ -180,7 +181,11 @@ def test_latent_page_values_are_recomputable(explorer, image_item):
     values = [float(caption) for _, caption in page.top_images]
     assert values == sorted(values, reverse=True)
     assert isinstance(page.top_texts, pd.DataFrame) and list(page.top_texts) == ["value", "text"]
-    assert page.histogram.data and len(page.names) > 0
+    assert len(page.names) > 0
+    counts, edges = explorer.index.histogram(latent)
+    trace = page.histogram.data[0]  # a step per 1/8-octave bin on a log activation axis
+    assert page.histogram.layout.xaxis.type == "log" and trace.line.shape == "hv"
+    assert np.allclose(trace.x, edges) and list(trace.y[:-1]) == list(counts)
 
 
 def test_similar_latents_are_nearest_decoder_directions(explorer):
@@ -208,6 +213,18 @@ def test_steer_without_edits_changes_nothing(explorer, image_item):
     assert result.neighbours_before["item"].tolist() == result.neighbours_after["item"].tolist()
     np.testing.assert_allclose(result.zero_shot["before"], result.zero_shot["after"], atol=1e-4)
     assert result.zero_shot["before"].sum() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_name_matching_no_latent_is_refused_with_the_closest_candidates(explorer):
+    with pytest.raises(ValueError, match=r"no latent is named like 'xyzzy'") as err:
+        explorer.resolve_latent("xyzzy")
+    candidates = re.findall(r"#(\d+) .*? \(cosine (-?[\d.]+)\)", str(err.value))
+    hits = naming.search_latents("xyzzy", explorer.encoder, explorer.saes.text, explorer.names, k=5)
+    assert [int(i) for i, _ in candidates] == hits["latent_id"].tolist()
+    with pytest.raises(ValueError, match="no latent is named like 'xyzzy'"):
+        explorer.relative_edit("xyzzy", "scale", 2.0)  # Steer's "Add latent"
+    red = explorer.resolve_latent("red")
+    assert any("red" in name for name, _ in explorer.names_of(red, 5))
 
 
 def test_steer_moves_the_embedding_along_the_decoder_row(explorer, image_item):
@@ -250,9 +267,30 @@ def test_bad_edits_are_refused(explorer, image_item, edit, message):
 
 
 def test_labels_are_checked():
-    assert check_labels("red, blue,red ,") == ["red", "blue"]
+    assert check_labels("red, blue,red ,").groups == (("red", "blue"),)
+    assert check_labels(["red", "blue"]).groups == (("red", "blue"),)
+    groups = check_labels("red, blue; circle, star, red")
+    assert groups.groups == (("red", "blue"), ("circle", "star"))
+    assert groups.labels == ("red", "blue", "circle", "star") and groups.group_of("star") == 1
     with pytest.raises(ValueError, match="between 2 and 50"):
         check_labels("red")
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        check_labels("red, blue; circle")
+
+
+def test_zero_shot_takes_one_softmax_per_label_group(explorer):
+    query = explorer.text_query("a large red circle on a white background")
+    result = explorer.steer(query, [], "red, blue, green; circle, square, triangle")
+    table = result.zero_shot
+    assert list(table.columns) == ["group", "label", "before", "after"]
+    for _, group in table.groupby("group"):
+        assert group["before"].sum() == pytest.approx(1.0, abs=1e-3)
+    best = table.loc[table.groupby("group")["before"].idxmax(), "label"].tolist()
+    assert best == ["red", "circle"]  # both, not red against circle
+    labels = ("red", "blue", "green", "circle", "square", "triangle")
+    x_1d = torch.as_tensor(query.x_d)[None]
+    one = steering.zero_shot(x_1d, explorer.label_embeddings(labels), explorer.logit_scale)
+    assert float(one.sum()) == pytest.approx(1.0, abs=1e-5)  # a single softmax over all six
 
 
 def test_relative_edit_is_in_units_of_the_corpus_max(explorer):

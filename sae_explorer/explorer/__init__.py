@@ -14,8 +14,10 @@ from sae_explorer.explorer.quality import LevelMetrics
 from sae_explorer.explorer.queries import Query
 from sae_explorer.explorer.state import Explorer, Sources
 from sae_explorer.explorer.steer import (
+    DEFAULT_LABEL_TEXT,
     DEFAULT_LABELS,
     SWEEP_STRENGTHS,
+    LabelGroups,
     SteerResult,
     SweepResult,
     check_labels,
@@ -24,6 +26,7 @@ from sae_explorer.explorer.thumbnails import THUMB_PX, CaptionedImage, Thumb
 
 __all__ = [
     "DEFAULT_LABELS",
+    "DEFAULT_LABEL_TEXT",
     "DENSE_FREQUENCY",
     "RELEASE_NAMES_COLUMN",
     "SWEEP_STRENGTHS",
@@ -32,6 +35,7 @@ __all__ = [
     "Diagnostics",
     "Explorer",
     "InspectResult",
+    "LabelGroups",
     "LatentPage",
     "LatentPageSummary",
     "LevelMetrics",

@@ -57,14 +57,18 @@ def levels_plot(
 
 
 def histogram(counts: np.ndarray, edges: np.ndarray, latent_id: int) -> go.Figure:
+    """The index's activation histogram drawn on a log activation axis: its bins are 1/8 octave
+    wide, so on a log axis they are equally wide and raw counts read honestly (on a linear axis
+    the wide high bins would look heavy)."""
     counts = np.asarray(counts)
-    edges = np.asarray(edges)
-    centres = (edges[:-1] + edges[1:]) / 2
-    fig = go.Figure(go.Bar(x=centres, y=counts, width=np.diff(edges)))
+    edges = np.asarray(edges, dtype=np.float64)
+    steps = np.append(counts, counts[-1] if len(counts) else 0)  # a step per bin, edge to edge
+    fig = go.Figure(go.Scatter(x=edges, y=steps, line_shape="hv", fill="tozeroy", mode="lines"))
     fig.update_layout(
         title=f"Activations of latent {latent_id} on the corpus (active items)",
-        xaxis_title="activation",
-        yaxis_title="items",
+        xaxis_title="activation (log scale; bins 1/8 octave wide)",
+        xaxis_type="log",
+        yaxis_title="items per bin",
         yaxis_type="log",
         height=280,
         template=PLOT_TEMPLATE,

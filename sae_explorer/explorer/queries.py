@@ -79,17 +79,36 @@ def check_latent(explorer: Explorer, latent: int | float | str | None) -> int:
     return i
 
 
+N_CANDIDATES = 5
+"""Closest latents listed when a name matches no latent."""
+
+
 def resolve_latent(explorer: Explorer, id_or_name: str | int | float | None) -> int:
-    """A latent id, or the best match of a name search ("blue", "striped cat")."""
+    """A latent id, or the latent a name search finds ("blue", "striped cat").
+
+    A name resolves only when it shares a word with some latent's names; otherwise nothing is
+    picked (the nearest decoder direction of a word no latent is named by is a guess, not an
+    answer): the ValueError lists the closest latents with their cosines to choose from."""
     text = str(id_or_name if id_or_name is not None else "").strip()
     if not text:
         raise ValueError("give a latent id (e.g. 12) or a name to search for (e.g. blue)")
     if text.lstrip("-").isdigit():
         return check_latent(explorer, int(text))
-    hits = search_latents(explorer, text, n=1)
+    hits = naming.search_latents(
+        text, explorer.encoder, explorer.saes.text, explorer.names, k=N_CANDIDATES
+    )
     if hits.empty:
         raise ValueError(f"no latent is named like {text!r}; try another word or an id")
-    return int(hits.iloc[0]["latent"])
+    if bool(hits["name_match"].iloc[0]):
+        return int(hits["latent_id"].iloc[0])
+    closest = ", ".join(
+        f"#{int(i)} {names.names_text(explorer, int(i), 1) or 'unnamed'} (cosine {c:.2f})"
+        for i, c in zip(hits["latent_id"], hits["cosine"])
+    )
+    raise ValueError(
+        f"no latent is named like {text!r}. Closest by meaning: {closest}. Open one by its id, "
+        f"or try another word."
+    )
 
 
 def search_latents(explorer: Explorer, query: str, n: int = 10) -> pd.DataFrame:

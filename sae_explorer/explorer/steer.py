@@ -25,7 +25,29 @@ if TYPE_CHECKING:
     from sae_explorer.encoder import ClipEncoder
     from sae_explorer.explorer.state import Explorer
 
+DEFAULT_LABEL_TEXT = "red, blue, green, yellow; circle, square, triangle"
+"""Zero-shot labels: commas separate labels, semicolons separate groups, one softmax per group
+(a colour and a shape are not rivals: "a large red circle" is both red and a circle)."""
 DEFAULT_LABELS = ("red", "blue", "green", "yellow", "circle", "square", "triangle")
+
+
+class LabelGroups(NamedTuple):
+    """Zero-shot labels in groups; each group is one softmax over its own labels."""
+
+    groups: tuple[tuple[str, ...], ...]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(label for group in self.groups for label in group)
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        return tuple(len(group) for group in self.groups)
+
+    def group_of(self, label: str) -> int:
+        return next(g for g, group in enumerate(self.groups) if label in group)
+
+
 SWEEP_STRENGTHS = tuple(np.round(np.linspace(0.0, 3.0, 13), 3))
 """Sweep values in units of the latent's largest activation on the corpus."""
 
@@ -92,24 +114,27 @@ def steer(
     explorer: Explorer,
     query: Query,
     edits: Sequence[Edit],
-    labels: Sequence[str] = DEFAULT_LABELS,
+    labels: Sequence[str] | str = DEFAULT_LABEL_TEXT,
     k: int = 8,
 ) -> SteerResult:
-    """Decode the edited latents; compare neighbours and zero-shot scores before/after."""
+    """Decode the edited latents; compare neighbours and zero-shot scores before/after (one
+    softmax per label group)."""
     edits = [steering.check_edit(Edit(*e), explorer.n_latents) for e in edits]
-    labels = check_labels(labels)
+    groups = check_labels(labels)
     x_d = torch.as_tensor(query.x_d, dtype=torch.float32)
     out = steering.steer(explorer.sae_for(query), x_d, edits)
     x_after_d = out.x_steered_d
     cosine = float(torch.nn.functional.cosine_similarity(x_after_d, x_d, dim=0))
     probs_2n = steering.zero_shot(
         torch.stack([x_d, x_after_d]),
-        explorer.label_embeddings(tuple(labels)),
+        explorer.label_embeddings(groups.labels),
         explorer.logit_scale,
+        groups.group_sizes,
     )
     zero_shot = pd.DataFrame(
         {
-            "label": labels,
+            "group": [groups.group_of(label) + 1 for label in groups.labels],
+            "label": groups.labels,
             "before": np.round(probs_2n[0].double().numpy(), 4),
             "after": np.round(probs_2n[1].double().numpy(), 4),
         }
@@ -157,30 +182,33 @@ def sweep(
     query: Query,
     latent: int | float | str,
     target: str,
-    labels: Sequence[str] = DEFAULT_LABELS,
+    labels: Sequence[str] | str = DEFAULT_LABEL_TEXT,
     strengths: Sequence[float] = SWEEP_STRENGTHS,
     seed: int = 0,
 ) -> SweepResult:
     """Target-label zero-shot score as one latent is set to growing strengths, next to the
     same sweep for a random latent of similar corpus frequency (the baseline)."""
     latent_id = queries.resolve_latent(explorer, latent)
-    labels = check_labels(labels)
+    groups = check_labels(labels)
     target = (target or "").strip()
-    if target not in labels:
-        raise ValueError(f"the target label {target!r} must be one of the labels {labels}")
+    if target not in groups.labels:
+        raise ValueError(
+            f"the target label {target!r} must be one of the labels {list(groups.labels)}"
+        )
     strengths = [float(s) for s in strengths]
     if not strengths or not all(math.isfinite(s) and abs(s) <= 100 for s in strengths):
         raise ValueError("sweep strengths must be finite numbers between -100 and 100")
     baseline = similar_frequency_latent(explorer, latent_id, seed)
     x_d = torch.as_tensor(query.x_d, dtype=torch.float32)
-    label_nd = explorer.label_embeddings(tuple(labels))
-    t = labels.index(target)
+    label_nd = explorer.label_embeddings(groups.labels)
+    t = groups.labels.index(target)
     sae = explorer.sae_for(query)
     curves = {}
     for name, i in (("latent", latent_id), ("baseline", baseline)):
         unit = corpus_max(explorer, i)
         x_vd = steering.strength_sweep(sae, x_d, i, [s * unit for s in strengths])
-        curves[name] = steering.zero_shot(x_vd, label_nd, explorer.logit_scale)[:, t].numpy()
+        probs_vn = steering.zero_shot(x_vd, label_nd, explorer.logit_scale, groups.group_sizes)
+        curves[name] = probs_vn[:, t].numpy()
     table = pd.DataFrame(
         {
             "strength": strengths,
@@ -204,16 +232,34 @@ def similar_frequency_latent(explorer: Explorer, latent_id: int, seed: int = 0) 
     return int(np.random.default_rng([seed, latent_id]).choice(pool))
 
 
-def check_labels(labels: Sequence[str] | str) -> list[str]:
-    """Zero-shot labels from a list or a comma-separated string; 2 to 50 distinct non-empty ones."""
+def check_labels(labels: Sequence[str] | Sequence[Sequence[str]] | str) -> LabelGroups:
+    """Zero-shot label groups from ``"red, blue; circle, square"`` (commas between labels,
+    semicolons between groups), a list of labels (one group) or a list of groups: 2 to 50
+    distinct non-empty labels, at least 2 in every group."""
     if isinstance(labels, str):
-        labels = labels.split(",")
-    out = list(dict.fromkeys(s.strip()[:200] for s in labels if s and s.strip()))
-    if not 2 <= len(out) <= 50:
+        raw = [part.split(",") for part in labels.split(";")]
+    elif labels and all(not isinstance(g, str) for g in labels):
+        raw = [list(g) for g in labels]
+    else:
+        raw = [list(labels)]
+    seen: dict[str, None] = {}
+    groups = []
+    for part in raw:
+        group = [s.strip()[:200] for s in part if s and s.strip()]
+        group = [s for s in dict.fromkeys(group) if s not in seen]
+        seen.update(dict.fromkeys(group))
+        if group:
+            groups.append(tuple(group))
+    if not 2 <= len(seen) <= 50:
         raise ValueError(
-            f"give between 2 and 50 distinct labels separated by commas (got {len(out)})"
+            f"give between 2 and 50 distinct labels separated by commas (got {len(seen)})"
         )
-    return out
+    if any(len(group) < 2 for group in groups):
+        raise ValueError(
+            f"every label group needs at least 2 labels to compare (one softmax per group, "
+            f"groups separated by ';'); got {[list(g) for g in groups]}"
+        )
+    return LabelGroups(tuple(groups))
 
 
 def clip_logit_scale(encoder: ClipEncoder) -> float:

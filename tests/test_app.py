@@ -167,7 +167,10 @@ def test_steer_start_decode_and_sweep(client):
         LABELS, *values, api_name="/steer"
     )
     assert "Cosine" in cosine and "1.0000" not in cosine
-    assert zero_shot["headers"] == ["group", "label", "before", "after"] and len(zero_shot["data"]) == 4
+    assert (
+        zero_shot["headers"] == ["group", "label", "before", "after"]
+        and len(zero_shot["data"]) == 4
+    )
     assert changes["data"][0][3] == 0.0 or any(row[3] == 0.0 for row in changes["data"])
     assert before_df["headers"] == ["item", "cosine", "modality", "label"]
     assert before.count("<img") == after.count("<img") > 0  # nearest corpus images

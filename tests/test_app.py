@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
+import pandas as pd
 import pytest
 from _explorer_helpers import huge_png_header, launched_app, small_explorer
 from gradio_client import Client, handle_file
@@ -211,8 +212,10 @@ def test_exports_are_files_stamped_with_hashes(url, explorer):
     with pytest.raises(AppError, match="inspect an image"):
         client.predict("csv", api_name="/export_inspect")
     client.predict("a red circle", api_name="/inspect_text")
-    csv_text = Path(client.predict("csv", api_name="/export_inspect")).read_text()
-    assert csv_text.startswith("# clip:") and "top_latents" in csv_text
+    rows = pd.read_csv(client.predict("csv", api_name="/export_inspect"))
+    assert list(dict.fromkeys(rows["table"])) == ["stamp", "summary", "top_latents"]
+    stamp = dict(rows.loc[rows["table"] == "stamp", ["key", "value"]].values)
+    assert stamp["sae_hash"] == explorer.sae.content_hash
 
 
 def test_exports_share_one_folder_and_different_inputs_keep_their_files(explorer):

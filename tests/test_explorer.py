@@ -347,6 +347,16 @@ def test_exports_are_stamped_with_hashes(explorer, image_item, tmp_path, fmt):
     )  # no temp files left behind
     text = latent_fpath.read_text()
     assert explorer.sae.content_hash in text and explorer.corpus.manifest_hash in text
+    if fmt == "csv":  # one plain table: pandas reads it as it is
+        rows = pd.read_csv(latent_fpath, keep_default_na=False)
+        stamp = dict(rows.loc[rows["table"] == "stamp", ["key", "value"]].values)
+        assert stamp["sae_hash"] == explorer.sae.content_hash
+        summary = dict(rows.loc[rows["table"] == "summary", ["key", "value"]].values)
+        assert int(summary["latent"]) == 4
+        assert list(dict.fromkeys(rows["table"]))[:3] == ["stamp", "summary", "top_texts"]
+        top = pd.read_csv(inspect_fpath).query("table == 'top_latents'")
+        expected = explorer.inspect(explorer.item_query(image_item), n_top=32).table
+        assert top["latent"].astype(int).tolist() == expected["latent"].tolist()
     if fmt == "json":
         payload = json.loads(text)
         assert payload["summary"]["latent"] == 4
@@ -382,7 +392,9 @@ def test_exports_over_precomputed_embeddings_stamp_the_index_key(explorer, tmp_p
         assert stamp["index_key"] == key  # hashes the embedding rows, the SAE and the settings
         assert stamp["corpus"] == "precomputed embeddings"
     else:
-        assert f"# index_key: {key}\n" in text and "# corpus_hash: \n" not in text
+        rows = pd.read_csv(tmp_path / "out" / f"latent-4-{explorer.sae.content_hash[:8]}.csv")
+        stamp = dict(rows.loc[rows["table"] == "stamp", ["key", "value"]].values)
+        assert stamp["index_key"] == key and pd.isna(stamp["corpus_hash"])
 
 
 # ---------------------------------------------------------------------- trained world

@@ -80,27 +80,38 @@ def write_export(
     dpath: str | Path,
     fmt: str,
 ) -> Path:
-    """``stem-<sae hash>.<fmt>`` in ``dpath``: the stamp, the summary and the tables."""
+    """``stem-<sae hash>.<fmt>`` in ``dpath``: the stamp, the summary and the tables.
+
+    JSON holds the three as objects. CSV is one plain table that ``pandas.read_csv`` reads as it
+    is: every table stacked with a ``table`` column naming it, the stamp and the summary first
+    as ``key``/``value`` rows of tables ``stamp`` and ``summary``."""
     if fmt not in ("json", "csv"):
         raise ValueError(f"unknown export format {fmt!r}; choose 'json' or 'csv'")
     dpath = Path(dpath)
     dpath.mkdir(parents=True, exist_ok=True)
     stamped = stamp(explorer)._asdict()
+    fpath = dpath / f"{stem}-{stamped['sae_hash'][:8]}.{fmt}"
+    head = {"stamp": stamped, "summary": _jsonable(summary)}
     if fmt == "json":
-        payload = {
-            "stamp": stamped,
-            "summary": _jsonable(summary),
-            **{name: json.loads(df.to_json(orient="records")) for name, df in tables.items()},
-        }
-        text = json.dumps(payload, indent=1)
-    else:
-        header = "".join(f"# {k}: {v}\n" for k, v in {**stamped, **_jsonable(summary)}.items())
-        parts = [header]
-        for name, df in tables.items():
-            parts.append(f"# table: {name}\n")
-            parts.append(df.assign(table=name).to_csv(index=False))
-        text = "".join(parts)
-    return atomic_write_text(dpath / f"{stem}-{stamped['sae_hash'][:8]}.{fmt}", text)
+        rows = {name: json.loads(df.to_json(orient="records")) for name, df in tables.items()}
+        return atomic_write_text(fpath, json.dumps({**head, **rows}, indent=1))
+    key_values = [
+        pd.DataFrame({"key": list(d), "value": [_csv_value(v) for v in d.values()]})
+        for d in head.values()
+    ]
+    stacked = pd.concat(
+        [df.assign(table=name) for name, df in zip(head, key_values)]
+        + [df.assign(table=name) for name, df in tables.items()],
+        ignore_index=True,
+        sort=False,
+    )
+    columns = ["table", *(c for c in stacked.columns if c != "table")]
+    return atomic_write_text(fpath, stacked[columns].to_csv(index=False))
+
+
+def _csv_value(value: Any) -> Any:
+    """A summary or stamp value as one CSV cell (lists and objects as JSON)."""
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 def _jsonable(d: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 
 from sae_explorer import naming, steering
 from sae_explorer.corpus import load_corpus
-from sae_explorer.explorer import Explorer, check_labels
+from sae_explorer.explorer import Explorer, check_labels, thumbnails
 from sae_explorer.precompute import PrecomputeConfig, index_embeddings
 from sae_explorer.steering import Edit
 from sae_explorer.worlds import shapes
@@ -124,6 +125,20 @@ def test_inspect_thumbnails_are_top_corpus_images_of_the_top_latents(explorer, i
     for latent, items in by_latent.items():
         expected = images[np.argsort(-z_nl[:, latent], kind="stable")[: len(items)]]
         assert items == expected.tolist()
+
+
+def test_thumbnails_have_one_reused_bounded_folder_per_index(explorer, tmp_path):
+    again = Explorer(explorer.encoder, explorer.sae, explorer.index, explorer.corpus)
+    assert again.thumbs_dpath == explorer.thumbs_dpath  # a second start reuses the folder
+    root = explorer.thumbs_dpath.parent
+    assert root.name == "thumbs" and root.parent == explorer.index.dpath.parent.parent
+    assert not str(explorer.thumbs_dpath).startswith(tempfile.gettempdir() + "/sae-explorer")
+    for i in range(12):
+        (tmp_path / "thumbs" / f"old{i}").mkdir(parents=True)
+    kept = tmp_path / "thumbs" / "current"
+    removed = thumbnails.prune_thumb_folders(kept, keep=8)
+    assert len(removed) == 5 and kept.is_dir()
+    assert len(list((tmp_path / "thumbs").iterdir())) == 8
 
 
 def test_thumbnails_follow_index_rows_past_an_unreadable_file(tmp_path):

@@ -11,7 +11,6 @@ of its job; the class binds them as methods, so ``explorer.inspect(query)`` is
 from __future__ import annotations
 
 import functools
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,7 +63,8 @@ class Explorer:
         thumbs_dpath: str | Path | None = None,
         release_names: ReleaseNames | None = None,
     ) -> None:
-        """``thumbs_dpath``: where gallery thumbnails are written (default: a new temp folder).
+        """``thumbs_dpath``: where gallery thumbnails are written (default: one folder per index
+        beside the cache's indexes, reused across starts and bounded; see ``thumbnails``).
         ``release_names``: the SAE release's own names, shown beside ours when given."""
         encoder.check_sae(sae)
         assert index.embeddings.shape[1] == sae.n_inputs, "index built for another CLIP width"
@@ -105,7 +105,10 @@ class Explorer:
         """Index rows of each modality."""
         with torch.inference_mode():
             self.dictionary_ld = self.sae.get_dictionary().float().cpu()
-        self.thumbs_dpath = Path(thumbs_dpath or tempfile.mkdtemp(prefix="sae-explorer-thumbs-"))
+        if thumbs_dpath is None:
+            thumbs_dpath = thumbnails.thumbs_dpath_for(index.dpath)
+            thumbnails.prune_thumb_folders(thumbs_dpath)
+        self.thumbs_dpath = Path(thumbs_dpath)
         self.logit_scale = steer_job.clip_logit_scale(encoder)
         self._overview: Overview | None = None
 

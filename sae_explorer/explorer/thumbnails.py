@@ -4,6 +4,8 @@ thumbnails of a latent's strongest images."""
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -32,6 +34,34 @@ class Thumb(NamedTuple):
     caption: str
     latent_id: int
     item: int
+
+
+MAX_THUMB_FOLDERS = 8
+"""Thumbnail folders (one per index) kept beside the indexes; older ones are removed."""
+
+
+def thumbs_dpath_for(index_dpath: Path) -> Path:
+    """Where an index's thumbnails live: ``<cache>/thumbs/<key>`` for an index in the cache
+    (``<cache>/index/<key>``), else a ``thumbs`` folder beside the index; reused by every start
+    and bounded by :func:`prune_thumb_folders` (never inside the index folder itself, which
+    holds index files only)."""
+    index_dpath = Path(index_dpath)
+    parent = index_dpath.parent
+    root = parent.parent / "thumbs" if parent.name == "index" else parent / "thumbs"
+    return root / index_dpath.name
+
+
+def prune_thumb_folders(thumbs_dpath: Path, keep: int = MAX_THUMB_FOLDERS) -> list[Path]:
+    """Mark ``thumbs_dpath`` as used and remove all but the ``keep`` most recently used
+    thumbnail folders beside it; returns the removed ones."""
+    thumbs_dpath.mkdir(parents=True, exist_ok=True)
+    os.utime(thumbs_dpath)
+    folders = [p for p in thumbs_dpath.parent.iterdir() if p.is_dir() and p != thumbs_dpath]
+    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = folders[max(keep - 1, 0) :]  # the folder in use is always kept
+    for dpath in removed:
+        shutil.rmtree(dpath, ignore_errors=True)
+    return removed
 
 
 def thumbnail(explorer: Explorer, item: int, px: int = THUMB_PX) -> Image.Image:

@@ -18,6 +18,7 @@ from PIL import Image
 from sae_explorer import naming, steering
 from sae_explorer.corpus import load_corpus
 from sae_explorer.explorer import Explorer, check_labels, thumbnails
+from sae_explorer.explorer.overview import public_id
 from sae_explorer.precompute import PrecomputeConfig, index_embeddings
 from sae_explorer.steering import Edit
 from sae_explorer.worlds import shapes
@@ -351,6 +352,15 @@ def test_overview_matches_direct_computation(explorer):
     np.testing.assert_allclose(o.stats.level_fvu, level_fvu, rtol=1e-3)
     np.testing.assert_allclose(o.stats.level_cosine, level_cos, rtol=1e-3)
     assert set(o.models["what"]) == {"CLIP", "SAE", "corpus", "index"}
+    shown = o.models.to_string()  # what every visitor sees: no server paths
+    assert str(explorer.index.dpath) not in shown and str(explorer.index.dpath.parent) not in shown
+
+
+def test_public_ids_hide_server_paths(tmp_path):
+    assert public_id(str(tmp_path / "my-sae")) == ".../my-sae"
+    assert public_id(f"{tmp_path}/items.csv?text=caption") == ".../items.csv?text=caption"
+    for source in ("hf-hub:org/repo/x.pth", "hf:uoft-cs/cifar10?split=test", "builtin:shapes"):
+        assert public_id(source) == source
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])

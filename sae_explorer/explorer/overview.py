@@ -3,7 +3,9 @@ the whole corpus, overall and per Matryoshka level."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -139,19 +141,30 @@ def models_table(explorer: Explorer) -> pd.DataFrame:
         ModelRow("CLIP", encoder.model_id, "", f"{encoder.embed_dim}-d"),
         ModelRow(
             "SAE",
-            explorer.sources.sae,
+            public_id(explorer.sources.sae),
             explorer.sae_hash[:16],
             f"{sae.n_inputs} -> {explorer.n_latents} ({sae.cfg.architecture}, "
             f"levels {list(sae.cfg.levels)})",
         ),
         ModelRow(
-            "corpus", explorer.sources.corpus, (explorer.corpus_hash or "")[:16], f"{n} items"
+            "corpus",
+            " + ".join(public_id(part) for part in explorer.sources.corpus.split(" + ")),
+            (explorer.corpus_hash or "")[:16],
+            f"{n} items",
         ),
         ModelRow(
-            "index",
-            str(explorer.index.dpath),
-            explorer.index_key[:16],
-            f"{n} x {explorer.n_latents}",
+            "index", "activation index", explorer.index_key[:16], f"{n} x {explorer.n_latents}"
         ),
     ]
     return pd.DataFrame(rows, columns=list(ModelRow._fields))
+
+
+def public_id(source: str) -> str:
+    """What a visitor may see of a source: a local file or folder by its name only (the
+    server's paths are not theirs to read); Hub, dataset and built-in names as they are."""
+    if not source or "://" in source or source.startswith(("hf-hub:", "hf:", "builtin:")):
+        return source
+    path, _, query = source.partition("?")
+    if Path(path).is_absolute() or os.sep in path or Path(path).exists():
+        return f".../{Path(path).name}" + (f"?{query}" if query else "")
+    return source

@@ -113,6 +113,27 @@ def test_inspect_diagnostics(explorer, image_item):
         assert d.level_cosines[-1] == pytest.approx(d.cosine, abs=1e-3)
 
 
+def test_inspect_can_leave_out_dense_latents(explorer, image_item):
+    q = explorer.item_query(image_item)
+    full = explorer.inspect(q, n_top=30).table
+    cap = float(np.median(full["frequency"]))
+    sparse = explorer.inspect(q, n_top=30, max_frequency=cap).table
+    expected = full[full["frequency"] <= cap]["latent"].tolist()
+    assert sparse["latent"].tolist()[: len(expected)] == expected  # same order, dense ones out
+    assert (sparse["frequency"] <= cap).all()
+    dense = set(full[full["frequency"] > cap]["latent"])
+    assert dense and not dense & set(sparse["latent"])
+    with pytest.raises(ValueError, match="max_frequency"):
+        explorer.inspect(q, max_frequency=0)
+
+
+def test_inspect_reports_the_sparse_code_l0_beside_the_full_l0(explorer, image_item):
+    d = explorer.inspect(explorer.item_query(image_item)).diagnostics
+    x_1d = torch.as_tensor(explorer.item_query(image_item).x_d)[None]
+    assert d.code_l0 == int((explorer.sae(x_1d).codes_bl != 0).sum())
+    assert d.code_l0 <= explorer.sae.cfg.levels[-1] and d.code_l0 <= d.l0
+
+
 def test_inspect_thumbnails_are_top_corpus_images_of_the_top_latents(explorer, image_item):
     result = explorer.inspect(explorer.item_query(image_item), n_thumbs=3)
     assert result.thumbs

@@ -25,7 +25,8 @@ class Diagnostics(NamedTuple):
 
     cosine: float  # of the input with its reconstruction
     relative_error: float  # |x - x_hat| / |x|
-    l0: int  # active latents
+    l0: int  # active latents (what the table ranks: MSAE's full latents are many)
+    code_l0: int  # active latents in the SAE's own sparse code (TopK k, its largest level)
     levels: list[int]  # latents kept at each Matryoshka level (one level for plain SAEs)
     level_cosines: list[float]  # cosine of the input with each level's reconstruction
     input_statistics: str  # which statistics the input went through, e.g. "text statistics: ..."
@@ -40,15 +41,28 @@ class InspectResult(NamedTuple):
 
 
 @torch.inference_mode()
-def inspect(explorer: Explorer, query: Query, n_top: int = 10, n_thumbs: int = 4) -> InspectResult:
-    """Top latents of one input, its reconstruction diagnostics and example thumbnails."""
+def inspect(
+    explorer: Explorer,
+    query: Query,
+    n_top: int = 10,
+    n_thumbs: int = 4,
+    max_frequency: float | None = None,
+) -> InspectResult:
+    """Top latents of one input, its reconstruction diagnostics and example thumbnails.
+    ``max_frequency`` leaves out latents active on more than that fraction of the corpus
+    (dense latents top every table on real photos)."""
+    if max_frequency is not None and not 0 < max_frequency <= 1:
+        raise ValueError(f"max_frequency must be in (0, 1], got {max_frequency}")
     x_1d = torch.as_tensor(query.x_d, dtype=torch.float32)[None]
     sae = explorer.sae_for(query)
     out = sae.forward(x_1d)
     z_l = out.z_bl[0]
     levels_l = sae.latent_levels(out.z_bl)[0]
     n_active = int((z_l > 0).sum())
-    top = z_l.argsort(descending=True)[: min(n_top, n_active)].tolist()
+    ranked = z_l.argsort(descending=True)[:n_active].tolist()
+    if max_frequency is not None:
+        ranked = [i for i in ranked if explorer.frequency_l[i] <= max_frequency]
+    top = ranked[:n_top]
     rows = [
         {
             "latent": i,
@@ -62,14 +76,20 @@ def inspect(explorer: Explorer, query: Query, n_top: int = 10, n_thumbs: int = 4
     ]
     table = names.with_release_names(explorer, pd.DataFrame(rows, columns=TABLE_COLUMNS))
     modality = queries.query_modality(explorer, query)
-    d = diagnostics(explorer, x_1d, out.x_hat_bd, n_active, modality)
+    code_l0 = int((out.codes_bl[0] != 0).sum())
+    d = diagnostics(explorer, x_1d, out.x_hat_bd, n_active, code_l0, modality)
     thumbs = [t for i in top[:5] for t in thumbnails.latent_thumbs(explorer, i, n_thumbs)]
     levels_plot = plots.levels_plot(d.levels, d.level_cosines)
     return InspectResult(table, plots.bar(table), d, levels_plot, thumbs)
 
 
 def diagnostics(
-    explorer: Explorer, x_1d: torch.Tensor, x_hat_1d: torch.Tensor, l0: int, modality: Modality
+    explorer: Explorer,
+    x_1d: torch.Tensor,
+    x_hat_1d: torch.Tensor,
+    l0: int,
+    code_l0: int,
+    modality: Modality,
 ) -> Diagnostics:
     """How well the SAE reconstructs one input ``x_1d`` [1, n_inputs], overall and per level."""
     cosine = float(torch.nn.functional.cosine_similarity(x_1d, x_hat_1d)[0])
@@ -79,6 +99,7 @@ def diagnostics(
         cosine=round(cosine, 4),
         relative_error=round(rel_error, 4),
         l0=l0,
+        code_l0=code_l0,
         levels=list(explorer.sae.cfg.levels),
         level_cosines=[round(c, 4) for c in level_cosines.tolist()],
         input_statistics=explorer.input_stats.describe(modality, explorer.sae.training_modality),

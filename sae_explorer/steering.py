@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from sae_explorer.sae import SAE
 
-OPS = ("set", "scale", "zero")
+EditOp = Literal["set", "scale", "zero"]
+OPS: tuple[EditOp, ...] = ("set", "scale", "zero")
 MAX_ABS_VALUE = 1e4
 """Largest |value| an edit may carry (a set value or a scale factor); beyond it the decoded
 embedding is dominated by one direction and nothing about the input is left to measure."""
@@ -28,7 +29,7 @@ class Edit(NamedTuple):
     """One latent edit: ``set`` to ``value``, ``scale`` by ``value``, or ``zero``."""
 
     latent_id: int
-    op: str
+    op: EditOp
     value: float = 0.0
 
 

@@ -28,13 +28,8 @@ import gradio as gr
 import pandas as pd
 
 from sae_explorer.explorer import DEFAULT_LABELS, Explorer, OverviewStats, Query
-from sae_explorer.explorer_startup import (
-    ENV_PREFIX,
-    StartupConfig,
-    StartupError,
-    config_from_env,
-    load_explorer,
-)
+from sae_explorer.explorer_startup import StartupError, load_explorer
+from sae_explorer.startup_config import ENV_PREFIX, StartupConfig, config_from_env
 from sae_explorer.steering import OPS, Edit
 
 logger = logging.getLogger("sae_explorer.app")

@@ -3,22 +3,25 @@
 ``python app.py`` serves the default setup (OpenAI CLIP ViT-L/14 + the matching released MSAE
 over a small Hub corpus), falling back to the built-in shapes world when the Hub is unreachable;
 ``python app.py --demo`` serves the built-in world directly. ``python app.py --help`` lists the
-flags; each has a ``SAE_EXPLORER_*`` environment variable for Hugging Face Spaces.
+flags; each of :class:`StartupConfig` has a ``SAE_EXPLORER_*`` environment variable for Hugging
+Face Spaces.
 
-This file is start-up only; the page itself is ``explorer_ui.build_demo``.
+This file is start-up only: flags, environment variables and their help are generated from two
+config dataclasses (what to load, how to serve), parsed before anything heavy is imported, so
+``--help`` answers at once; the page itself is ``explorer_ui.build_demo``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from explorer_ui import build_demo
-from explorer_ui.banner import loaded_summary
-from sae_explorer.explorer_startup import StartupError, load_explorer
-from sae_explorer.startup_config import ENV_PREFIX, StartupConfig, config_from_env
+from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
+from sae_explorer.startup_config import ENV_PREFIX, StartupConfig
 
 logger = logging.getLogger("sae_explorer.app")
 
@@ -26,57 +29,49 @@ DEFAULT_CONCURRENCY = 2
 """Requests served at once; the models are CPU/GPU-bound, so more only adds queueing jitter."""
 
 
-# ---------------------------------------------------------------------- command line
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = config_from_env()
+@dataclass(frozen=True)
+class ServeConfig:
+    """How to serve the page; each field is a flag, as :class:`StartupConfig`'s are."""
+
+    host: str | None = field(
+        default=None,
+        metadata=doc(
+            "bind address, 0.0.0.0 to serve a network; default 127.0.0.1",
+            env="GRADIO_SERVER_NAME",
+        ),
+    )
+    port: int = field(default=7860, metadata=doc("port", env="GRADIO_SERVER_PORT"))
+    share: bool = field(default=False, metadata=doc("create a public gradio.live link"))
+    concurrency: int = field(
+        default=DEFAULT_CONCURRENCY, metadata=doc("requests served at once (the rest queue)")
+    )
+
+
+class Args(NamedTuple):
+    startup: StartupConfig
+    serve: ServeConfig
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The flags of both configs; defaults from the environment (``environ``: ``os.environ``)."""
     parser = argparse.ArgumentParser(
-        description="Serve the SAE explorer. Every flag also reads an environment variable "
-        f"({ENV_PREFIX}CLIP, {ENV_PREFIX}SAE, ...); flags win.",
+        description="Serve the SAE explorer. Flags override the environment variables named in "
+        "their help; a Hugging Face Space sets those in its settings."
     )
-    parser.add_argument("--clip", default=env.clip, help="open_clip model or builtin:shapes")
-    parser.add_argument(
-        "--pretrained", default=env.pretrained, help="open_clip pretrained tag or file"
-    )
-    parser.add_argument("--sae", default=env.sae, help="SAE source for load_sae, or 'auto'")
-    parser.add_argument("--corpus", default=env.corpus, help="corpus source (folder, table, hf:..)")
-    parser.add_argument("--max-items", type=int, default=env.max_items, help="corpus item cap")
-    parser.add_argument("--cache-dir", default=env.cache_dir, help="index and dataset cache folder")
-    parser.add_argument("--device", default=env.device, help="torch device for CLIP")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME"), help="bind address")
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port"
-    )
-    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    parser.add_argument(
-        "--demo", action="store_true", default=env.demo, help="built-in shapes world"
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        default=env.strict,
-        help="no fallback to the built-in world",
-    )
-    parser.add_argument(
-        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests served at once"
-    )
-    return parser.parse_args(argv)
+    try:
+        add_dataclass_args(parser, StartupConfig, env_prefix=ENV_PREFIX, environ=environ)
+        add_dataclass_args(parser, ServeConfig, environ=environ)
+    except ValueError as e:  # a variable that does not parse, named with its value
+        parser.error(str(e))
+    return parser
 
 
-def config_from_args(args: argparse.Namespace) -> StartupConfig:
-    return StartupConfig(
-        clip=args.clip,
-        pretrained=None if args.pretrained in (None, "", "none") else args.pretrained,
-        sae=args.sae,
-        corpus=args.corpus,
-        max_items=args.max_items if args.max_items and args.max_items > 0 else None,
-        cache_dir=args.cache_dir,
-        device=args.device,
-        demo=args.demo,
-        strict=args.strict,
-    )
+def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Args:
+    args = build_parser(environ).parse_args(argv)
+    return Args(dataclass_from_args(StartupConfig, args), dataclass_from_args(ServeConfig, args))
 
 
-def tqdm_progress():
+def tqdm_progress() -> tuple[Any, Callable[[float, str], None]]:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=100, desc="starting", unit="%", file=sys.stderr)
@@ -90,10 +85,15 @@ def tqdm_progress():
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    startup, serve = parse_args(argv)
+    # The heavy parts (torch, open_clip, gradio) only now that the flags are parsed.
+    from explorer_ui import build_demo
+    from explorer_ui.banner import loaded_summary
+    from sae_explorer.explorer_startup import StartupError, load_explorer
+
     bar, progress = tqdm_progress()
     try:
-        explorer = load_explorer(config_from_args(args), progress=progress)
+        explorer = load_explorer(startup, progress=progress)
     except StartupError as e:
         bar.close()
         print(f"error: {e}", file=sys.stderr)
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     logger.info("serving %s", loaded_summary(explorer))
     demo = build_demo(explorer)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo.queue(default_concurrency_limit=serve.concurrency, max_size=64)
+    demo.launch(server_name=serve.host, server_port=serve.port, share=serve.share)
     return 0
 
 

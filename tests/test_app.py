@@ -229,15 +229,3 @@ def test_exports_share_one_folder_and_different_inputs_keep_their_files(explorer
     assert "red circle" in json.loads(a.read_text())["summary"]["input"]
     again = explorer.export_inspect(explorer.text_query("a red circle"), folder, "json")
     assert again == a  # the same input reuses its file
-
-
-def test_cli_flags_override_environment(monkeypatch):
-    import app
-
-    monkeypatch.setenv("SAE_EXPLORER_CLIP", "ViT-B-16")
-    monkeypatch.setenv("SAE_EXPLORER_STRICT", "true")
-    args = app.parse_args(["--sae", "/x/sae", "--max-items", "0", "--port", "7999"])
-    cfg = app.config_from_args(args)
-    assert (cfg.clip, cfg.sae, cfg.strict, cfg.max_items) == ("ViT-B-16", "/x/sae", True, None)
-    assert args.port == 7999
-    assert app.config_from_args(app.parse_args(["--demo"])).demo

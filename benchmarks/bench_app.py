@@ -33,7 +33,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from _explorer_helpers import free_port, small_explorer  # noqa: E402
 
-import app  # noqa: E402
+from app import DEFAULT_CONCURRENCY  # noqa: E402
+from explorer_ui import build_demo  # noqa: E402
+from explorer_ui.steer_tab import N_SLIDERS, moved_slider_edits  # noqa: E402
 from sae_explorer.worlds import shapes  # noqa: E402
 
 LABELS = "red, blue, green, yellow, circle, square"
@@ -103,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dpath = Path(tmp)
         explorer = small_explorer(tmp_dpath / "cache", n_items=args.items)
-        demo = app.build_demo(explorer)
-        demo.queue(default_concurrency_limit=app.DEFAULT_CONCURRENCY)
+        demo = build_demo(explorer)
+        demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
         port = free_port()
         demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
         # Like a browser: image files are fetched on their own, not as part of the round trip;
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         echo = echo_demo()
-        echo.queue(default_concurrency_limit=app.DEFAULT_CONCURRENCY)
+        echo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
         echo_port = free_port()
         echo.launch(server_port=echo_port, prevent_thread_lock=True, quiet=True)
         echo_client = Client(
@@ -131,11 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         values = [s["value"] for s in start[1:]]
         values[0] = 0.0  # one real edit: zero the strongest latent
         steer_query = explorer.text_query(text)
-        slider_latents = [
-            int(v) for v in explorer.top_latents(steer_query, app.N_SLIDERS)["latent"]
-        ]
+        slider_latents = [int(v) for v in explorer.top_latents(steer_query, N_SLIDERS)["latent"]]
         initial = [[i, s["value"]] for i, s in zip(slider_latents, start[1:])]
-        edits = app.moved_slider_edits(initial, values)  # what the app decodes: the moved slider
+        edits = moved_slider_edits(initial, values)  # what the app decodes: the moved slider
         assert len(edits) == 1, edits
 
         Call = Callable[[], object]

@@ -10,16 +10,16 @@ cached, no matching checkpoint) the built-in shapes world is loaded instead and 
 for the app's banner; ``strict`` turns the fallback off, ``demo`` goes straight to the built-in
 world.
 
-Every option has an environment variable (``SAE_EXPLORER_<NAME>``) so a Hugging Face Space can be
-configured from its settings page; command-line flags override them.
+What to load is a :class:`~sae_explorer.startup_config.StartupConfig` (re-exported here): every
+option is a flag and an environment variable (``SAE_EXPLORER_<NAME>``), so a Hugging Face Space
+can be configured from its settings page; command-line flags override them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sae_explorer import hub, release_names
@@ -28,84 +28,11 @@ from sae_explorer.checkpoints.hub import HUB_PREFIXES
 from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.explorer import Explorer
 from sae_explorer.progress import Progress
+from sae_explorer.startup_config import AUTO, BUILTIN, StartupConfig, config_from_env
+
+__all__ = ["StartupConfig", "StartupError", "config_from_env", "load_explorer", "needs_hub"]
 
 logger = logging.getLogger(__name__)
-
-BUILTIN = "builtin:shapes"
-BUILTIN_CORPUS = "builtin:shapes"
-"""The built-in world's corpus (its default size); what ``--demo`` and the fallback index."""
-DEFAULT_CLIP = "ViT-L-14"
-DEFAULT_PRETRAINED = "openai"
-DEFAULT_CORPUS = "hf:uoft-cs/cifar10?split=test"
-"""CIFAR-10 test images streamed from the Hub; ``DEFAULT_MAX_ITEMS`` of them are indexed."""
-DEFAULT_MAX_ITEMS = 500
-AUTO = "auto"
-"""``--sae auto``: pick the released MSAE checkpoint that matches the CLIP model."""
-ENV_PREFIX = "SAE_EXPLORER_"
-
-
-@dataclass(frozen=True)
-class StartupConfig:
-    """What to load at start; field docstrings are the CLI help."""
-
-    clip: str = DEFAULT_CLIP
-    """open_clip model name (ViT-L-14, hf-hub:org/repo, local-dir:/path) or builtin:shapes."""
-    pretrained: str | None = DEFAULT_PRETRAINED
-    """open_clip pretrained tag or weights file (ignored for builtin:shapes)."""
-    sae: str = AUTO
-    """SAE source for load_sae (folder, .pth/.safetensors, hf-hub:org/repo/path, builtin:shapes),
-    or 'auto' to pick the released MSAE checkpoint matching --clip."""
-    corpus: str = DEFAULT_CORPUS
-    """Corpus source: folder, table, .txt, builtin:shapes[?n=&seed=] or hf:org/dataset[?split=]."""
-    max_items: int | None = DEFAULT_MAX_ITEMS
-    """Cap on corpus items (a streamed Hub dataset reads only this many rows)."""
-    cache_dir: str | None = None
-    """Where activation indexes and streamed datasets are kept (default ~/.cache/sae-explorer)."""
-    device: str | None = None
-    """torch device for CLIP (default: CUDA if available, else CPU)."""
-    demo: bool = False
-    """Load the built-in shapes world (offline, seconds to start) instead of the default."""
-    strict: bool = False
-    """Fail instead of falling back to the built-in world when loading the requested setup fails."""
-
-    @property
-    def is_builtin(self) -> bool:
-        return self.clip == BUILTIN
-
-    def builtin(self) -> StartupConfig:
-        """The built-in world with this config's cache and device."""
-        return replace(
-            self, clip=BUILTIN, pretrained=None, sae=BUILTIN, corpus=BUILTIN_CORPUS, max_items=None
-        )
-
-
-def config_from_env(environ: Mapping[str, str] | None = None) -> StartupConfig:
-    """Defaults overridden by ``SAE_EXPLORER_CLIP``, ``..._PRETRAINED``, ``..._SAE``, ``..._CORPUS``,
-    ``..._MAX_ITEMS``, ``..._CACHE_DIR``, ``..._DEVICE``, ``..._DEMO``, ``..._STRICT``."""
-    environ = os.environ if environ is None else environ
-    values: dict = {}
-    for f in fields(StartupConfig):
-        raw = environ.get(ENV_PREFIX + f.name.upper())
-        if raw is None or raw == "":
-            continue
-        if f.name in ("demo", "strict"):
-            values[f.name] = parse_bool(raw, ENV_PREFIX + f.name.upper())
-        elif f.name == "max_items":
-            values[f.name] = None if raw.lower() in ("none", "all", "0") else int(raw)
-        elif f.name == "pretrained":
-            values[f.name] = None if raw.lower() == "none" else raw
-        else:
-            values[f.name] = raw
-    return StartupConfig(**values)
-
-
-def parse_bool(raw: str, name: str) -> bool:
-    text = raw.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
 
 
 class StartupError(RuntimeError):

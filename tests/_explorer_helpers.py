@@ -70,13 +70,15 @@ def explorer_over(corpus_source: str, cache_dpath: Path) -> Explorer:
 
 @contextmanager
 def launched_app(explorer: Explorer, concurrency: int | None = None) -> Iterator[str]:
-    """``app.build_demo(explorer)`` served on a free local port; yields its URL."""
+    """``explorer_ui.build_demo(explorer)`` served on a free local port, queued as ``app.py``
+    queues it; yields its URL."""
     import app
+    from explorer_ui import build_demo
 
-    demo = app.build_demo(explorer)
+    demo = build_demo(explorer)
     demo.queue(default_concurrency_limit=concurrency or app.DEFAULT_CONCURRENCY)
     port = free_port()
-    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, css=app.CSS)
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -4,8 +4,6 @@ and sessions do not see each other's state."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import io
 import json
 import re
@@ -19,7 +17,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import app
+from explorer_ui.exports import export_dpath
+from explorer_ui.steer_tab import N_SLIDERS
 from sae_explorer.worlds import shapes
 
 LABELS = "red, blue, green, yellow"
@@ -136,7 +135,16 @@ def test_latent_page(client, explorer):
     assert srcs and all(Path(unquote(src)).is_file() for src in srcs)
     captions = [float(c) for c in re.findall(r"<figcaption>([^<]+)</figcaption>", gallery)]
     assert captions == sorted(captions, reverse=True)
-    assert isinstance(quant_gallery, str)
+    # one thumbnail per image row of the quantile table, in its order, captioned with its value
+    assert quant["headers"] == ["quantile_bin", "value", "modality", "label"]
+    image_values = [row[1] for row in quant["data"] if row[2] == "image"]
+    quant_srcs = re.findall(r'<img src="gradio_api/file=([^"]+)"', quant_gallery)
+    assert len(quant_srcs) == len(image_values) > 0
+    assert all(Path(unquote(src)).is_file() for src in quant_srcs)
+    quant_captions = [
+        float(c) for c in re.findall(r"<figcaption>([^<]+)</figcaption>", quant_gallery)
+    ]
+    assert quant_captions == pytest.approx(image_values, abs=6e-4)  # shown to 3 decimals
     assert hist["type"] == "plotly"
     assert similar["headers"] == ["latent", "cosine", "names"] and len(similar["data"]) > 0
     assert names["headers"] == ["name", "score"]
@@ -152,12 +160,12 @@ def test_search(client):
 
 def test_steer_start_decode_and_sweep(client):
     with pytest.raises(AppError, match="start from an image"):
-        client.predict(LABELS, *([0.0] * app.N_SLIDERS), api_name="/steer")
+        client.predict(LABELS, *([0.0] * N_SLIDERS), api_name="/steer")
     start = client.predict("a red circle", api_name="/steer_start_text")
     desc, *sliders = start
     assert desc.startswith("**Steering:**")
     visible = [s for s in sliders if s.get("visible")]
-    assert len(visible) == app.N_SLIDERS
+    assert len(visible) == N_SLIDERS
     assert all(0 <= s["value"] <= s["maximum"] for s in visible)
     values = [s["value"] for s in visible]
     unchanged = client.predict(LABELS, *values, api_name="/steer")
@@ -184,7 +192,7 @@ def test_steer_start_decode_and_sweep(client):
 def test_huge_and_nan_strengths_are_refused(client):
     client.predict("a red circle", api_name="/steer_start_text")
     with pytest.raises(AppError, match="greater than maximum"):
-        client.predict(LABELS, 1e30, *([0.0] * (app.N_SLIDERS - 1)), api_name="/steer")
+        client.predict(LABELS, 1e30, *([0.0] * (N_SLIDERS - 1)), api_name="/steer")
     with pytest.raises(AppError, match=r"too large|finite"):
         client.predict("blue", "set", 1e30, api_name="/add_edit")
     assert client.predict("blue", "set", 1.0, api_name="/add_edit")["data"]
@@ -219,40 +227,11 @@ def test_exports_are_files_stamped_with_hashes(url, explorer):
 
 
 def test_exports_share_one_folder_and_different_inputs_keep_their_files(explorer):
-    folder = app.export_dpath()
-    assert app.export_dpath() == folder  # created once per process
+    folder = export_dpath()
+    assert export_dpath() == folder  # created once per process
     a = explorer.export_inspect(explorer.text_query("a red circle"), folder, "json")
     b = explorer.export_inspect(explorer.text_query("a blue square"), folder, "json")
     assert a.parent == b.parent == Path(folder) and a != b
     assert "red circle" in json.loads(a.read_text())["summary"]["input"]
     again = explorer.export_inspect(explorer.text_query("a red circle"), folder, "json")
     assert again == a  # the same input reuses its file
-
-
-def test_only_moved_sliders_become_edits():
-    initial = [[4, 0.25], [9, 1.5], [2, 0.0]]
-    assert app.moved_slider_edits(initial, [0.25, 1.5, 0.0]) == []
-    assert app.moved_slider_edits(initial, [0.2503, 1.5, 0.0]) == []  # under half a step
-    assert app.moved_slider_edits(initial, [0.25, 0.0, 0.7]) == [(9, "set", 0.0), (2, "set", 0.7)]
-    nan_edit = app.moved_slider_edits(initial, [float("nan"), 1.5, 0.0])
-    assert len(nan_edit) == 1 and nan_edit[0].latent_id == 4  # refused later by check_edit
-
-
-def test_cli_flags_override_environment(monkeypatch):
-    monkeypatch.setenv("SAE_EXPLORER_CLIP", "ViT-B-16")
-    monkeypatch.setenv("SAE_EXPLORER_STRICT", "true")
-    args = app.parse_args(["--sae", "/x/sae", "--max-items", "0", "--port", "7999"])
-    cfg = app.config_from_args(args)
-    assert (cfg.clip, cfg.sae, cfg.strict, cfg.max_items) == ("ViT-B-16", "/x/sae", True, None)
-    assert args.port == 7999
-    assert app.config_from_args(app.parse_args(["--demo"])).demo
-
-
-def test_banner_names_the_models_and_the_fallback_reason(explorer):
-    plain = app.banner_html(explorer)
-    assert 'class="banner"' in plain and explorer.encoder.model_id in plain
-    assert f"{len(explorer.items)} items" in plain
-    fallback = copy.copy(explorer)
-    fallback.sources = dataclasses.replace(explorer.sources, note="Hub <unreachable>")
-    html = app.banner_html(fallback)
-    assert 'class="banner fallback"' in html and "Hub &lt;unreachable&gt;" in html

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from _explorer_helpers import builtin_world_trained
 
-from sae_explorer import explorer_startup as startup
-from sae_explorer import hub
+from sae_explorer import hub, startup_config
 from sae_explorer.explorer_startup import (
     StartupConfig,
     StartupError,
@@ -64,7 +63,7 @@ def test_builtin_config_keeps_cache_and_device():
     assert (cfg.clip, cfg.sae, cfg.corpus, cfg.pretrained) == (
         "builtin:shapes",
         "builtin:shapes",
-        startup.BUILTIN_CORPUS,
+        startup_config.BUILTIN_CORPUS,
         None,
     )
     assert (cfg.cache_dir, cfg.device) == ("/tmp/x", "cpu")
@@ -109,7 +108,7 @@ def test_strict_reports_a_missing_match(tmp_path):
 
 @needs_world
 def test_unreachable_hub_falls_back_to_the_builtin_world(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(startup, "BUILTIN_CORPUS", "builtin:shapes?n=100")
+    monkeypatch.setattr(startup_config, "BUILTIN_CORPUS", "builtin:shapes?n=100")
     with caplog.at_level("WARNING"):
         explorer = load_explorer(offline_cfg(tmp_path), list_files=hub_down, hub_status=hub_up)
     assert explorer.encoder.model_id == "builtin:shapes"
@@ -121,7 +120,7 @@ def test_unreachable_hub_falls_back_to_the_builtin_world(tmp_path, monkeypatch, 
 
 @needs_world
 def test_demo_goes_straight_to_the_builtin_world(tmp_path, monkeypatch):
-    monkeypatch.setattr(startup, "BUILTIN_CORPUS", "builtin:shapes?n=100")
+    monkeypatch.setattr(startup_config, "BUILTIN_CORPUS", "builtin:shapes?n=100")
     called = []
 
     def status_spy() -> hub.HubStatus:

@@ -1,5 +1,6 @@
 """``pip install .`` gives a library that loads its own built-in world (package data) from
-outside the checkout, and the ``sae-explorer`` console script."""
+outside the checkout, the ``sae-explorer`` console script, and the page (``explorer_ui``) with its
+static files."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 def test_installed_package_loads_the_builtin_world(repo_dpath, tmp_path):
     src, site = tmp_path / "src", tmp_path / "site"  # a copy: setuptools builds inside it
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(repo_dpath / "sae_explorer", src / "sae_explorer", ignore=ignore)
+    for package in ("sae_explorer", "explorer_ui"):
+        shutil.copytree(repo_dpath / package, src / package, ignore=ignore)
     for fname in ("pyproject.toml", "README.md"):
         shutil.copy(repo_dpath / fname, src / fname)
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
@@ -40,3 +42,14 @@ def test_installed_package_loads_the_builtin_world(repo_dpath, tmp_path):
         [str(site / "bin" / "sae-explorer"), "--help"], capture_output=True, text=True, env=env
     )
     assert "convert" in script.stdout
+    static = "from explorer_ui.wiring import static_text; print(static_text('thumbs.css'))"
+    css = subprocess.run(
+        [sys.executable, "-c", static],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout
+    assert css == (repo_dpath / "explorer_ui" / "static" / "thumbs.css").read_text() + "\n"
+    assert (site / "explorer_ui" / "static" / "thumbs_click.js").is_file()

@@ -20,8 +20,7 @@ from _builders import write_msae_pth
 from _explorer_helpers import builtin_world_trained
 from huggingface_hub import constants
 
-from sae_explorer import explorer_startup as startup
-from sae_explorer import hub
+from sae_explorer import hub, startup_config
 from sae_explorer.explorer_startup import StartupConfig, StartupError, load_explorer, needs_hub
 from sae_explorer.worlds import shapes
 
@@ -242,7 +241,7 @@ def test_unreachable_hub_falls_back_within_seconds(tmp_path, hf_cache, monkeypat
     port and nothing cached: the built-in world, in seconds, and the banner says why."""
     endpoint = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(startup, "BUILTIN_CORPUS", "builtin:shapes?n=20")
+    monkeypatch.setattr(startup_config, "BUILTIN_CORPUS", "builtin:shapes?n=20")
     start = time.monotonic()
     with caplog.at_level("WARNING"):
         explorer = load_explorer(StartupConfig(cache_dir=str(tmp_path), device="cpu"))
@@ -255,7 +254,7 @@ def test_unreachable_hub_falls_back_within_seconds(tmp_path, hf_cache, monkeypat
 @needs_world
 def test_hf_hub_offline_falls_back_without_probing(tmp_path, hf_cache, monkeypatch, no_probe):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(startup, "BUILTIN_CORPUS", "builtin:shapes?n=20")
+    monkeypatch.setattr(startup_config, "BUILTIN_CORPUS", "builtin:shapes?n=20")
     start = time.monotonic()
     explorer = load_explorer(StartupConfig(cache_dir=str(tmp_path), device="cpu"))
     assert time.monotonic() - start < FAST_S

@@ -1,0 +1,35 @@
+"""The line above the tabs naming what is loaded, yellow with the reason when the app fell back
+to the built-in world."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from explorer_ui.wiring import static_text
+from sae_explorer.explorer import Explorer
+
+BANNER_CSS = static_text("banner.css")
+
+
+def loaded_summary(explorer: Explorer) -> str:
+    """One line naming what is loaded (for the banner and the log)."""
+    s, sae = explorer.sources, explorer.sae
+    return (
+        f"CLIP {explorer.encoder.model_id} · SAE {s.sae} ({sae.n_inputs}→{sae.n_latents}, "
+        f"{sae.cfg.architecture}, {explorer.sae_hash[:10]}) · corpus {s.corpus} "
+        f"({len(explorer.items)} items)"
+    )
+
+
+def banner_html(explorer: Explorer) -> str:
+    text = html.escape(loaded_summary(explorer))
+    note = explorer.sources.note
+    if note:
+        return f'<div class="banner fallback" id="banner">⚠ {html.escape(note)}<br>{text}</div>'
+    return f'<div class="banner" id="banner">{text}</div>'
+
+
+def banner(explorer: Explorer) -> gr.HTML:
+    return gr.HTML(banner_html(explorer), css_template=BANNER_CSS)

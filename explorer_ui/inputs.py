@@ -1,0 +1,84 @@
+"""The input every tab that analyses something starts from, written once: an image upload, a
+text or a corpus item (:class:`QueryInputs`), and its wiring, which turns each into a ``Query``
+and hands it to the tab's view."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import gradio as gr
+
+from explorer_ui.uploaded_image import UploadedImage
+from explorer_ui.wiring import bind, warn
+from sae_explorer.explorer import Explorer, Query
+from sae_explorer.explorer.queries import image_query, item_query, text_query
+
+View = Callable[[Explorer, Query], Sequence[Any]]
+"""A tab's view of one input: its output values, in the order of the tab's outputs."""
+
+
+class QueryInputs(NamedTuple):
+    image: UploadedImage
+    text: gr.Textbox
+    text_button: gr.Button
+    item: gr.Number
+    item_button: gr.Button
+    description: gr.Markdown  # what the current input is
+
+
+def query_inputs(
+    name: str, action: str, image_height: int, image_beside: bool = False
+) -> QueryInputs:
+    """The inputs, with ids ``<name>-image``, ``<name>-text``, ``<name>-text-start`` and
+    ``<name>-desc``; buttons read "<action> text" and "<action> item". ``image_beside`` puts the
+    upload left of the rest instead of above it."""
+    with gr.Row() if image_beside else contextlib.nullcontext():
+        image = UploadedImage(
+            type="filepath",
+            label="Image",
+            sources=["upload", "clipboard"],
+            height=image_height,
+            elem_id=f"{name}-image",
+        )
+        with gr.Column() if image_beside else contextlib.nullcontext():
+            text = gr.Textbox(label="…or a text", lines=2, elem_id=f"{name}-text")
+            text_button = gr.Button(f"{action} text", size="sm", elem_id=f"{name}-text-start")
+            with gr.Row():
+                item = gr.Number(label="…or corpus item #", precision=0, minimum=0)
+                item_button = gr.Button(f"{action} item", size="sm")
+            description = gr.Markdown(elem_id=f"{name}-desc")
+    return QueryInputs(image, text, text_button, item, item_button, description)
+
+
+def show_query(explorer: Explorer, view: View, query: Query) -> Sequence[Any]:
+    """The view of an input; its notes (e.g. "resized from 1x1") as warnings."""
+    warn(query.warnings)
+    return view(explorer, query)
+
+
+def show_image(explorer: Explorer, view: View, path: str | None) -> Sequence[Any]:
+    """An uploaded file; ``ValueError`` says why it is not a usable image."""
+    return show_query(explorer, view, image_query(explorer, path))
+
+
+def show_text(explorer: Explorer, view: View, text: str | None) -> Sequence[Any]:
+    return show_query(explorer, view, text_query(explorer, text))
+
+
+def show_item(explorer: Explorer, view: View, item: float | None) -> Sequence[Any]:
+    """A corpus item by number; ``ValueError`` names the valid range."""
+    return show_query(explorer, view, item_query(explorer, item))
+
+
+def wire_query_inputs(
+    inputs: QueryInputs, explorer: Explorer, view: View, outputs: Sequence[Any], api_prefix: str
+) -> None:
+    """Upload, text (Enter or button) and item button each show ``view``; the API names are
+    ``<api_prefix>_image``, ``_text`` and ``_item``."""
+    image, text, item = (bind(show, explorer, view) for show in (show_image, show_text, show_item))
+    inputs.image.upload(image, inputs.image, outputs, api_name=f"{api_prefix}_image")
+    inputs.text.submit(text, inputs.text, outputs, api_name=f"{api_prefix}_text")
+    inputs.text_button.click(text, inputs.text, outputs, api_visibility="private")
+    inputs.item_button.click(item, inputs.item, outputs, api_name=f"{api_prefix}_item")

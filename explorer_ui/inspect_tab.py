@@ -1,0 +1,114 @@
+"""The Inspect tab: an upload, a text or a corpus item -> its top latents, how well the SAE
+reconstructs it (per Matryoshka level too), and the strongest corpus images of those latents;
+the analysis exported as JSON or CSV."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+
+from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
+from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
+from explorer_ui.thumbs import thumbs_component, thumbs_html
+from explorer_ui.wiring import bind
+from sae_explorer.explorer import Diagnostics, Explorer, Query
+
+TAB_ID = "inspect"
+
+
+class InspectTab(NamedTuple):
+    query: gr.State  # the Query last inspected in this session (for export)
+    inputs: QueryInputs
+    diagnostics: gr.Markdown
+    levels_plot: gr.Plot
+    table: gr.Dataframe
+    bar: gr.Plot
+    thumbs: gr.HTML
+    export: ExportControls
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The components an :class:`InspectView` fills, in its order."""
+        return [
+            self.query,
+            self.inputs.description,
+            self.diagnostics,
+            self.levels_plot,
+            self.table,
+            self.bar,
+            self.thumbs,
+        ]
+
+
+class InspectView(NamedTuple):
+    """What the tab shows for one input."""
+
+    query: Query
+    description: str  # markdown
+    diagnostics: str  # markdown
+    levels_plot: go.Figure
+    table: pd.DataFrame  # latent, names, activation, level, corpus_level, frequency
+    bar: go.Figure
+    thumbs: str  # HTML grid; each thumbnail opens its latent
+
+
+def layout() -> InspectTab:
+    with gr.Tab("Inspect", id=TAB_ID), gr.Row():
+        query = gr.State(None)
+        with gr.Column(scale=1, min_width=280):
+            inputs = query_inputs("inspect", "Inspect", image_height=220)
+            diagnostics = gr.Markdown(elem_id="inspect-diagnostics")
+            levels_plot = gr.Plot(label="Reconstruction vs Matryoshka level")
+        with gr.Column(scale=2):
+            table = gr.Dataframe(
+                label="Top latents (click a row to open it)",
+                interactive=False,
+                elem_id="inspect-table",
+            )
+            bar = gr.Plot(label="Activations")
+            gr.Markdown("Max-activating corpus images of the top latents (click to open)")
+            thumbs = thumbs_component("inspect-thumbs", clickable=True)
+            export = export_controls("Export this analysis")
+    return InspectTab(query, inputs, diagnostics, levels_plot, table, bar, thumbs, export)
+
+
+def wire(explorer: Explorer, tab: InspectTab) -> None:
+    """Inputs -> :func:`inspect_view`; export. (Clicks that open a latent: ``latent_tab``.)"""
+    wire_query_inputs(tab.inputs, explorer, inspect_view, tab.outputs, "inspect")
+    tab.export.button.click(
+        bind(export_inspect, explorer),
+        [tab.query, tab.export.format],
+        tab.export.file,
+        api_name="export_inspect",
+    )
+
+
+def inspect_view(explorer: Explorer, query: Query) -> InspectView:
+    result = explorer.inspect(query)
+    return InspectView(
+        query,
+        f"**Input:** {query.description}",
+        diagnostics_markdown(result.diagnostics),
+        result.levels_plot,
+        result.table,
+        result.bar,
+        thumbs_html([(t.fpath, t.caption, t.latent_id) for t in result.thumbs]),
+    )
+
+
+def diagnostics_markdown(d: Diagnostics) -> str:
+    return (
+        f"**Reconstruction** cosine {d.cosine:.3f} · relative error "
+        f"{d.relative_error:.3f} · L0 {d.l0}  \n"
+        f"Encoded with {d.input_statistics}"
+    )
+
+
+def export_inspect(explorer: Explorer, query: Query | None, fmt: ExportFormat) -> str:
+    """The path of the exported analysis of the session's last input."""
+    if query is None:
+        raise ValueError("inspect an image, text or corpus item first, then export it")
+    return str(explorer.export_inspect(query, export_dpath(), fmt))

@@ -1,0 +1,209 @@
+"""The Latent tab: one latent by id, by a search of the names, or opened from a click anywhere
+(a table row or a thumbnail); its statistics, strongest images and texts, lower quantiles,
+histogram, names and similar latents; the page exported as JSON or CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+
+from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
+from explorer_ui.thumbs import thumbs_component, thumbs_html
+from explorer_ui.wiring import bind, warn
+from sae_explorer.explorer import Explorer, LatentPage
+
+TAB_ID = "latent"
+
+
+class LatentTab(NamedTuple):
+    latent_id: gr.Number
+    open_button: gr.Button
+    search: gr.Textbox
+    search_button: gr.Button
+    hits: gr.Dataframe  # hidden until the first search
+    summary: gr.Markdown
+    top_images: gr.HTML
+    quantile_images: gr.HTML
+    histogram: gr.Plot
+    names: gr.Dataframe
+    top_texts: gr.Dataframe
+    similar: gr.Dataframe
+    quantiles: gr.Dataframe
+    export: ExportControls
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The components a :class:`LatentView` fills, in its order."""
+        return [
+            self.latent_id,
+            self.summary,
+            self.top_images,
+            self.quantile_images,
+            self.histogram,
+            self.names,
+            self.top_texts,
+            self.similar,
+            self.quantiles,
+        ]
+
+
+class LatentView(NamedTuple):
+    """What the tab shows for one latent."""
+
+    latent_id: int
+    summary: str  # markdown: names, statistics, Matryoshka level, a link to this page
+    top_images: str  # HTML grid, activation captions
+    quantile_images: str  # HTML grid
+    histogram: go.Figure
+    names: pd.DataFrame
+    top_texts: pd.DataFrame
+    similar: pd.DataFrame  # latent, cosine, names
+    quantiles: pd.DataFrame
+
+
+def layout(explorer: Explorer) -> LatentTab:
+    with gr.Tab("Latent", id=TAB_ID):
+        with gr.Row():
+            latent_id = gr.Number(label="Latent id", precision=0, minimum=0, elem_id="latent-id")
+            open_button = gr.Button("Open", size="sm")
+            search = gr.Textbox(label="…or search names", placeholder="e.g. blue")
+            search_button = gr.Button("Search", size="sm")
+        hits = gr.Dataframe(label="Matches (click to open)", interactive=False, visible=False)
+        summary = gr.Markdown(elem_id="latent-summary")
+        with gr.Row():
+            with gr.Column(scale=2):
+                gr.Markdown("**Max-activating images** (activation)")
+                top_images = thumbs_component("latent-top")
+                gr.Markdown("**Samples from lower activation quantiles**")
+                quantile_images = thumbs_component("latent-quantiles")
+                histogram = gr.Plot(label="Activation histogram")
+            with gr.Column(scale=1):
+                release = " beside the MSAE release's" if explorer.release_names else ""
+                names = gr.Dataframe(label=f"Names (vocabulary, score){release}", interactive=False)
+                top_texts = gr.Dataframe(label="Max-activating texts", interactive=False)
+                similar = gr.Dataframe(
+                    label="Most similar decoder directions (click to open)", interactive=False
+                )
+                quantiles = gr.Dataframe(label="Quantile samples", interactive=False)
+        export = export_controls("Export this latent")
+    return LatentTab(
+        latent_id,
+        open_button,
+        search,
+        search_button,
+        hits,
+        summary,
+        top_images,
+        quantile_images,
+        histogram,
+        names,
+        top_texts,
+        similar,
+        quantiles,
+        export,
+    )
+
+
+def wire(
+    explorer: Explorer,
+    tab: LatentTab,
+    tabs: gr.Tabs,
+    clickable_tables: Sequence[gr.Dataframe],
+    clickable_thumbs: Sequence[gr.HTML],
+) -> None:
+    """Open by id, search, export; a click on a row of ``clickable_tables`` (and of this tab's
+    similar latents and search hits) or on a thumbnail opens that latent here."""
+    show = bind(latent_view, explorer)
+    tab.open_button.click(show, tab.latent_id, tab.outputs, api_name="latent")
+    tab.latent_id.submit(show, tab.latent_id, tab.outputs, api_visibility="private")
+    hits = bind(show_hits, explorer)
+    tab.search_button.click(hits, tab.search, tab.hits, api_name="search")
+    tab.search.submit(hits, tab.search, tab.hits, api_visibility="private")
+    tab.export.button.click(
+        bind(export_latent, explorer),
+        [tab.latent_id, tab.export.format],
+        tab.export.file,
+        api_name="export_latent",
+    )
+    opened = [tabs, *tab.outputs]
+    for table in (*clickable_tables, tab.similar, tab.hits):
+        table.select(bind(open_row, explorer), table, opened, api_visibility="private")
+    for thumbs in clickable_thumbs:
+        thumbs.click(bind(open_thumb, explorer), None, opened, api_visibility="private")
+
+
+def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
+    page = explorer.latent_page(latent)
+    return LatentView(
+        page.latent_id,
+        summary_markdown(page),
+        thumbs_html(page.top_images),
+        thumbs_html(page.quantile_images),
+        page.histogram,
+        page.names,
+        page.top_texts,
+        page.similar,
+        page.quantiles,
+    )
+
+
+def summary_markdown(page: LatentPage) -> str:
+    s = page.summary
+    level = "never kept" if s.level < 0 else f"{s.level} (k={s.level_k})"
+    link = latent_link(page.latent_id)
+    return (
+        f"### Latent {page.latent_id}: {s.names or 'no names'}\n"
+        + (f"MSAE release names: {s.msae_names}  \n" if s.msae_names is not None else "")
+        + f"frequency {s.frequency:.4f} · mean {s.mean_activation:.3f} · "
+        f"max {s.max_activation:.3f} · images {s.image_fraction:.0%} / texts "
+        f"{s.text_fraction:.0%} · Matryoshka level {level}"
+        + (" · **dead on this corpus**" if s.dead else "")
+        + f"  \nLink: [`{link}`]({link})"
+    )
+
+
+def latent_link(latent_id: int) -> str:
+    """The deep link opening this latent (the page reads it back on load)."""
+    return "?" + urlencode({"tab": TAB_ID, "latent": latent_id})
+
+
+def search_hits(explorer: Explorer, text: str | None) -> pd.DataFrame:
+    """Latents whose names match (latent, score, names); a warning when none does."""
+    hits = explorer.search_latents(text)
+    if hits.empty:
+        warn([f"no latent names match {text!r}"])
+    return hits
+
+
+def show_hits(explorer: Explorer, text: str | None) -> gr.Dataframe:
+    """The hits, in their table made visible (it starts hidden)."""
+    return gr.Dataframe(value=search_hits(explorer, text), visible=True)
+
+
+def export_latent(explorer: Explorer, latent: float | str | None, fmt: ExportFormat) -> str:
+    """The path of the exported latent page."""
+    return str(explorer.export_latent(latent, export_dpath(), fmt))
+
+
+def clicked_latent(table: pd.DataFrame, row_value: Sequence[Any] | None) -> int:
+    """The latent of a clicked row, read by column name: ``row_value`` is the row as displayed,
+    however the user sorted or filtered the table."""
+    row = dict(zip(table.columns, row_value or ()))
+    if "latent" not in row:
+        raise ValueError("click a row of the table to open its latent")
+    return int(row["latent"])
+
+
+def open_row(explorer: Explorer, table: pd.DataFrame, evt: gr.SelectData) -> tuple[Any, ...]:
+    """This tab, selected, showing the latent of the clicked row."""
+    return (gr.Tabs(selected=TAB_ID), *latent_view(explorer, clicked_latent(table, evt.row_value)))
+
+
+def open_thumb(explorer: Explorer, evt: gr.EventData) -> tuple[Any, ...]:
+    """This tab, selected, showing the latent of the clicked thumbnail."""
+    return (gr.Tabs(selected=TAB_ID), *latent_view(explorer, evt.latent))

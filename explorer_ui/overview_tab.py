@@ -1,0 +1,37 @@
+"""The Overview tab: what is loaded (models, corpus, index, with hashes and sizes) and how well
+the SAE does on the whole corpus (L0, FVU, dead and dense latents, per Matryoshka level).
+Computed once at start; nothing here changes per request."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from sae_explorer.explorer import Overview, OverviewStats
+
+TAB_ID = "overview"
+
+
+def layout(overview: Overview) -> None:
+    with gr.Tab("Overview", id=TAB_ID):
+        gr.Dataframe(value=overview.models, label="Loaded models and corpus", interactive=False)
+        gr.Markdown(stats_markdown(overview.stats), elem_id="overview-stats")
+        with gr.Row():
+            gr.Plot(
+                value=overview.frequency_histogram,
+                label="Latent frequency",
+                elem_id="overview-frequency",
+            )
+            gr.Plot(value=overview.levels_plot, label="Per-level reconstruction")
+
+
+def stats_markdown(stats: OverviewStats) -> str:
+    levels = ", ".join(
+        f"k={k}: cos {c:.3f} / FVU {f:.3g}"
+        for k, c, f in zip(stats.levels, stats.level_cosine, stats.level_fvu)
+    )
+    return (
+        f"**Corpus** {stats.n_items} items ({stats.n_images} images, {stats.n_texts} texts) · "
+        f"**SAE** {stats.n_latents} latents · **L0** {stats.l0:.1f} · **FVU** {stats.fvu:.3g} · "
+        f"**dead** {stats.dead_latents} · **dense** (> {stats.dense_threshold:.0%} of items) "
+        f"{stats.dense_latents}  \n**Per level:** {levels}"
+    )

@@ -1,0 +1,267 @@
+"""The page's handlers called directly, without a server: each tab's views of an input or a
+latent, its errors, the deep links, and how handlers are bound to Gradio (``explorer_ui``)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import json
+import re
+import typing
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+import pytest
+from _explorer_helpers import small_explorer
+
+from explorer_ui import (
+    banner,
+    build_demo,
+    inputs,
+    inspect_tab,
+    latent_tab,
+    overview_tab,
+    page,
+    steer_tab,
+    wiring,
+)
+from explorer_ui.inspect_tab import InspectView, inspect_view
+from explorer_ui.latent_tab import LatentView, latent_view
+from explorer_ui.steer_tab import N_SLIDERS, SLIDER_STEP
+from sae_explorer.worlds import shapes
+
+LABELS = "red, blue, green, yellow"
+HANDLER_MODULES = (banner, inputs, inspect_tab, latent_tab, overview_tab, page, steer_tab, wiring)
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory):
+    return small_explorer(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def red_circle(explorer):
+    return explorer.text_query("a red circle")
+
+
+# ------------------------------------------------------------------------------ Inspect
+def test_inspect_view_of_a_text(explorer, red_circle):
+    view = inspect_view(explorer, red_circle)
+    assert view.query is red_circle
+    assert view.description == "**Input:** text: 'a red circle'"
+    assert view.diagnostics.startswith("**Reconstruction** cosine ") and "L0 " in view.diagnostics
+    assert list(view.table.columns[:3]) == ["latent", "names", "activation"]
+    assert view.table["activation"].is_monotonic_decreasing
+    shown = {int(v) for v in re.findall(r'data-latent="(\d+)"', view.thumbs)}
+    assert shown and shown <= set(view.table["latent"])  # thumbnails of the top latents only
+    assert view.levels_plot.data and view.bar.data
+
+
+def test_inputs_become_queries_and_bad_ones_are_named(explorer, tmp_path):
+    item = inputs.show_item(explorer, inspect_view, 3)
+    assert "corpus item 3" in item.description
+    fpath = tmp_path / "shape.png"
+    shapes.make_item(1, seed=5).image.save(fpath)
+    assert inputs.show_image(explorer, inspect_view, str(fpath)).description.startswith(
+        "**Input:** uploaded image"
+    )
+    (tmp_path / "garbage.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="is not an image"):
+        inputs.show_image(explorer, inspect_view, str(tmp_path / "garbage.png"))
+    with pytest.raises(ValueError, match="does not exist"):
+        inputs.show_item(explorer, inspect_view, 10**7)
+    with pytest.raises(ValueError, match="the text is empty"):
+        inputs.show_text(explorer, inspect_view, "  ")
+
+
+def test_export_inspect_needs_an_input_first(explorer, red_circle):
+    with pytest.raises(ValueError, match="inspect an image, text or corpus item first"):
+        inspect_tab.export_inspect(explorer, None, "json")
+    payload = json.loads(Path(inspect_tab.export_inspect(explorer, red_circle, "json")).read_text())
+    assert "red circle" in payload["summary"]["input"]
+
+
+# ------------------------------------------------------------------------------ Latent
+def test_latent_view_and_its_link(explorer):
+    view = latent_view(explorer, "5")
+    assert view.latent_id == 5
+    assert view.summary.startswith("### Latent 5") and "frequency " in view.summary
+    assert "[`?tab=latent&latent=5`](?tab=latent&latent=5)" in view.summary
+    assert view.top_images.count("<img") == len(explorer.top_items(5, 12, "image"))
+    assert list(view.similar.columns) == ["latent", "cosine", "names"]
+    with pytest.raises(ValueError, match="latent 100000 does not exist"):
+        latent_view(explorer, 100_000)
+
+
+def test_a_clicked_row_opens_its_latent_however_the_table_is_sorted(explorer):
+    table = pd.DataFrame({"latent": [7, 3], "names": ["a", "b"], "activation": [2.0, 1.0]})
+    assert latent_tab.clicked_latent(table, [3, "b", 1.0]) == 3  # the row as displayed
+    with pytest.raises(ValueError, match="click a row"):
+        latent_tab.clicked_latent(table, None)
+    evt = gr.SelectData(None, {"index": [0, 0], "value": 3, "row_value": [3, "b", 1.0]})
+    tabs, *values = latent_tab.open_row(explorer, table, evt)
+    assert tabs.selected == latent_tab.TAB_ID and LatentView(*values).latent_id == 3
+    tabs, *values = latent_tab.open_thumb(explorer, gr.EventData(None, {"latent": 4}))
+    assert tabs.selected == latent_tab.TAB_ID and LatentView(*values).latent_id == 4
+
+
+def test_search_finds_named_latents(explorer):
+    hits = latent_tab.search_hits(explorer, "blue")
+    assert list(hits.columns) == ["latent", "score", "names"] and len(hits) > 0
+    with pytest.raises(ValueError, match="type a word"):
+        latent_tab.search_hits(explorer, "")
+    payload = json.loads(Path(latent_tab.export_latent(explorer, 5, "json")).read_text())
+    assert payload["summary"]["latent"] == 5
+
+
+# ------------------------------------------------------------------------------ Steer
+def test_steer_start_fills_the_sliders_with_the_top_latents(explorer, red_circle):
+    start = steer_tab.steer_start(explorer, red_circle)
+    assert start.description == "**Steering:** text: 'a red circle'"
+    assert 0 < len(start.sliders) <= N_SLIDERS
+    values = [s.value for s in start.sliders]
+    assert values == sorted(values, reverse=True)
+    assert all(0 <= s.value <= s.maximum for s in start.sliders)
+    assert all(s.label.startswith(f"#{s.latent_id} ") for s in start.sliders)
+    query, description, slider_latents, *sliders = steer_tab.start_outputs(explorer, red_circle)
+    assert query is red_circle and description == start.description
+    assert len(sliders) == N_SLIDERS and slider_latents == start.slider_latents
+    assert [s.visible for s in sliders] == [True] * len(start.sliders) + [False] * (
+        N_SLIDERS - len(start.sliders)
+    )
+
+
+def test_decode_without_moves_gives_back_the_input(explorer, red_circle):
+    start = steer_tab.steer_start(explorer, red_circle)
+    values = [s.value for s in start.sliders]
+    same = steer_tab.decode(explorer, red_circle, start.slider_latents, [], LABELS, *values)
+    assert "1.0000" in same.cosine and same.changes.empty
+    assert list(same.zero_shot.columns) == ["label", "before", "after"]
+    assert same.images_before == same.images_after  # nothing moved, same neighbours
+    moved = steer_tab.decode(
+        explorer, red_circle, start.slider_latents, [], LABELS, 0.0, *values[1:]
+    )
+    assert "1.0000" not in moved.cosine
+    assert moved.changes["latent"].tolist() == [start.sliders[0].latent_id]
+    with pytest.raises(ValueError, match="start from an image"):
+        steer_tab.decode(explorer, None, [], [], LABELS)
+
+
+def test_extra_edits_replace_the_same_latent_and_clear(explorer):
+    first = steer_tab.add_edit(explorer, [], "blue", "set", 1.0)
+    again = steer_tab.add_edit(explorer, first.edits, "blue", "scale", 2.0)
+    assert len(again.edits) == 1 and again.edits[0][1:] == ["scale", 2.0]
+    assert list(again.table.columns) == steer_tab.EDIT_COLUMNS
+    with pytest.raises(ValueError, match=r"too large|finite"):
+        steer_tab.add_edit(explorer, [], "blue", "set", None)  # an empty strength box
+    cleared = steer_tab.clear_edits()
+    assert cleared.edits == [] and cleared.table.empty
+
+
+def test_sweep_needs_a_start(explorer, red_circle):
+    assert steer_tab.sweep(explorer, red_circle, "blue", "blue", LABELS).data
+    with pytest.raises(ValueError, match="start from an image"):
+        steer_tab.sweep(explorer, None, "blue", "blue", LABELS)
+
+
+def test_only_moved_sliders_become_edits():
+    initial = [[4, 0.25], [9, 1.5], [2, 0.0]]
+    assert steer_tab.moved_slider_edits(initial, [0.25, 1.5, 0.0]) == []
+    assert steer_tab.moved_slider_edits(initial, [0.2503, 1.5, 0.0]) == []  # under half a step
+    assert steer_tab.moved_slider_edits(initial, [0.25, 0.0, 0.7]) == [
+        (9, "set", 0.0),
+        (2, "set", 0.7),
+    ]
+    nan_edit = steer_tab.moved_slider_edits(initial, [float("nan"), 1.5, 0.0])
+    assert len(nan_edit) == 1 and nan_edit[0].latent_id == 4  # refused later by check_edit
+    assert steer_tab.moved_slider_edits(initial, [0.25 + SLIDER_STEP, 1.5, 0.0])[0].latent_id == 4
+
+
+# ------------------------------------------------------------------------------ Overview
+def test_overview_stats_name_every_level(explorer):
+    stats = explorer.overview().stats
+    text = overview_tab.stats_markdown(stats)
+    assert f"**Corpus** {stats.n_items} items" in text
+    assert f"**L0** {stats.l0:.1f}" in text and "**FVU** " in text
+    assert text.count("k=") == len(stats.levels)
+
+
+def test_banner_names_the_models_and_the_fallback_reason(explorer):
+    plain = banner.banner_html(explorer)
+    assert 'class="banner"' in plain and explorer.encoder.model_id in plain
+    assert f"{len(explorer.items)} items" in plain
+    fallback = copy.copy(explorer)
+    fallback.sources = dataclasses.replace(explorer.sources, note="Hub <unreachable>")
+    html = banner.banner_html(fallback)
+    assert 'class="banner fallback"' in html and "Hub &lt;unreachable&gt;" in html
+
+
+# ------------------------------------------------------------------------------ page, links
+def test_deep_links(explorer):
+    latent = page.link_view(explorer, {"tab": "latent", "latent": "3"})
+    assert latent.tab == "latent" and latent.latent.latent_id == 3 and latent.inspect is None
+    text = page.link_view(explorer, {"text": "a blue square"})
+    assert text.tab == "inspect" and "a blue square" in text.inspect.description
+    assert "corpus item 42" in page.link_view(explorer, {"item": "42"}).inspect.description
+    assert page.link_view(explorer, {"tab": "overview"}) == page.LinkView("overview")
+    assert page.link_view(explorer, {"tab": "nowhere"}) == page.LinkView(None)
+    with pytest.raises(ValueError, match="does not exist"):
+        page.link_view(explorer, {"latent": "99999"})
+
+
+def test_a_bad_link_warns_and_still_opens_its_tab(explorer):
+    request = SimpleNamespace(query_params={"tab": "steer", "latent": "99999"})
+    with pytest.warns(UserWarning, match="could not open the link: latent 99999 does not exist"):
+        tabs, *rest = page.open_link(explorer, request)
+    assert tabs.selected == "steer"
+    assert len(rest) == len(InspectView._fields) + len(LatentView._fields)
+
+
+def test_the_page_offers_the_same_api(explorer):
+    demo = build_demo(explorer)
+    api_names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert api_names == {
+        "inspect_image",
+        "inspect_text",
+        "inspect_item",
+        "export_inspect",
+        "latent",
+        "search",
+        "export_latent",
+        "steer_start_image",
+        "steer_start_text",
+        "steer_start_item",
+        "add_edit",
+        "steer",
+        "sweep",
+    }
+
+
+# ------------------------------------------------------------------------------ binding
+def test_bind_shows_user_mistakes_as_popups_and_keeps_gradios_hints(explorer):
+    show = wiring.bind(latent_view, explorer)
+    assert list(inspect.signature(show).parameters) == ["latent"]
+    assert show(2).latent_id == 2
+    with pytest.raises(gr.Error, match="does not exist"):
+        show(10**7)
+    # Gradio passes gr.Request / gr.EventData by annotation: the bound handler must keep them
+    hints = typing.get_type_hints(wiring.bind(page.open_link, explorer))
+    assert hints["request"] is gr.Request
+    assert typing.get_type_hints(wiring.bind(latent_tab.open_row, explorer))["evt"] is gr.SelectData
+
+
+@pytest.mark.parametrize("module", HANDLER_MODULES, ids=lambda m: m.__name__)
+def test_every_handler_hint_resolves(module):
+    """An annotation Gradio cannot resolve (a name imported only for type checking) makes it
+    silently drop every hint of that handler, and with them gr.Request and gr.EventData."""
+    handlers = [
+        fn
+        for fn in vars(module).values()
+        if inspect.isfunction(fn) and fn.__module__ == module.__name__
+    ]
+    assert handlers
+    for fn in handlers:
+        typing.get_type_hints(fn)  # raises NameError for a name it cannot resolve

@@ -1,14 +1,17 @@
-"""Export controls (format, button, file) and the one folder per process their files go to."""
+"""Export controls (format, button, file) and the one folder their files go to: beside the
+cache's indexes, reused by every start and bounded (see ``sae_explorer.explorer.export``)."""
 
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
-from typing import Literal, NamedTuple, get_args
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
 import gradio as gr
+
+from sae_explorer.explorer import export
+
+if TYPE_CHECKING:
+    from sae_explorer.explorer import Explorer
 
 ExportFormat = Literal["json", "csv"]
 
@@ -29,9 +32,10 @@ def export_controls(button_label: str) -> ExportControls:
         )
 
 
-@functools.cache
-def export_dpath() -> str:
-    """One folder per process for export files (removed at exit), not one per export."""
-    dpath = tempfile.mkdtemp(prefix="sae-explorer-exports-")
-    atexit.register(shutil.rmtree, dpath, ignore_errors=True)
+def export_dpath(explorer: Explorer) -> Path:
+    """The exports folder of ``explorer``'s cache, trimmed to its newest files before each
+    export (so it never grows without bound and survives a killed process intact)."""
+    dpath = export.exports_dpath_for(explorer.index.dpath)
+    dpath.mkdir(parents=True, exist_ok=True)
+    export.prune_exports(dpath, export.MAX_EXPORT_FILES - 1)
     return dpath

@@ -46,7 +46,8 @@ def query_inputs(
             text = gr.Textbox(label="…or a text", lines=2, elem_id=f"{name}-text")
             text_button = gr.Button(f"{action} text", size="sm", elem_id=f"{name}-text-start")
             with gr.Row():
-                item = gr.Number(label="…or corpus item #", precision=0, minimum=0)
+                # No precision: 2.5 reaches the library, which refuses it (not rounded to 2).
+                item = gr.Number(label="…or corpus item #", minimum=0)
                 item_button = gr.Button(f"{action} item", size="sm")
             description = gr.Markdown(elem_id=f"{name}-desc")
     return QueryInputs(image, text, text_button, item, item_button, description)

@@ -111,4 +111,4 @@ def export_inspect(explorer: Explorer, query: Query | None, fmt: ExportFormat) -
     """The path of the exported analysis of the session's last input."""
     if query is None:
         raise ValueError("inspect an image, text or corpus item first, then export it")
-    return str(explorer.export_inspect(query, export_dpath(), fmt))
+    return str(explorer.export_inspect(query, export_dpath(explorer), fmt))

@@ -69,7 +69,7 @@ class LatentView(NamedTuple):
 def layout(explorer: Explorer) -> LatentTab:
     with gr.Tab("Latent", id=TAB_ID):
         with gr.Row():
-            latent_id = gr.Number(label="Latent id", precision=0, minimum=0, elem_id="latent-id")
+            latent_id = gr.Number(label="Latent id", minimum=0, elem_id="latent-id")
             open_button = gr.Button("Open", size="sm")
             search = gr.Textbox(label="…or search names", placeholder="e.g. blue")
             search_button = gr.Button("Search", size="sm")
@@ -187,7 +187,7 @@ def show_hits(explorer: Explorer, text: str | None) -> gr.Dataframe:
 
 def export_latent(explorer: Explorer, latent: float | str | None, fmt: ExportFormat) -> str:
     """The path of the exported latent page."""
-    return str(explorer.export_latent(latent, export_dpath(), fmt))
+    return str(explorer.export_latent(latent, export_dpath(explorer), fmt))
 
 
 def clicked_latent(table: pd.DataFrame, row_value: Sequence[Any] | None) -> int:

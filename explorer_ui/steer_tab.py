@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
 from explorer_ui.thumbs import thumbs_component, thumbs_html
 from explorer_ui.wiring import bind
-from sae_explorer.explorer import DEFAULT_LABELS, Explorer, Query
+from sae_explorer.explorer import DEFAULT_LABEL_TEXT, DEFAULT_LABELS, Explorer, Query
 from sae_explorer.steering import OPS, Edit
 
 TAB_ID = "steer"
@@ -119,7 +119,10 @@ def layout() -> SteerTab:
                 ]
                 edits = edit_controls()
                 labels = gr.Textbox(
-                    value=", ".join(DEFAULT_LABELS), label="Zero-shot labels (comma-separated)"
+                    value=DEFAULT_LABEL_TEXT,
+                    label="Zero-shot labels",
+                    info="Commas between labels, ';' between groups: each group is one softmax "
+                    "(a colour and a shape are not rivals: a red circle is both).",
                 )
                 decode_button = gr.Button("Decode", variant="primary", elem_id="steer-decode")
             with gr.Column():

@@ -110,6 +110,8 @@ def test_bad_uploads_get_a_clear_error_and_the_app_keeps_serving(client, images,
     [
         ("/inspect_text", ("   ",), "the text is empty"),
         ("/inspect_item", (10**7,), "does not exist"),
+        ("/inspect_item", (2.5,), "not a whole number"),
+        ("/latent", (2.5,), "not a whole number"),
         ("/latent", (10**7,), "does not exist"),
         ("/search", ("",), "type a word"),
         ("/export_latent", (10**7, "json"), "does not exist"),
@@ -227,8 +229,9 @@ def test_exports_are_files_stamped_with_hashes(url, explorer):
 
 
 def test_exports_share_one_folder_and_different_inputs_keep_their_files(explorer):
-    folder = export_dpath()
-    assert export_dpath() == folder  # created once per process
+    folder = export_dpath(explorer)
+    assert export_dpath(explorer) == folder  # one folder, reused
+    assert folder.parent == explorer.index.dpath.parent.parent  # in the cache, not /tmp
     a = explorer.export_inspect(explorer.text_query("a red circle"), folder, "json")
     b = explorer.export_inspect(explorer.text_query("a blue square"), folder, "json")
     assert a.parent == b.parent == Path(folder) and a != b

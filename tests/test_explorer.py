@@ -4,6 +4,7 @@ corpus. Numbers are checked against direct SAE / index computations, not just sh
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from PIL import Image
 
 from sae_explorer import naming, steering
 from sae_explorer.corpus import load_corpus
-from sae_explorer.explorer import Explorer, check_labels, thumbnails
+from sae_explorer.explorer import Explorer, check_labels, export, thumbnails
 from sae_explorer.explorer.overview import public_id
 from sae_explorer.precompute import PrecomputeConfig, index_embeddings
 from sae_explorer.steering import Edit
@@ -412,6 +413,18 @@ def test_exports_are_stamped_with_hashes(explorer, image_item, tmp_path, fmt):
         assert [r["latent"] for r in top] == expected["latent"].tolist()
     with pytest.raises(ValueError, match="choose 'json' or 'csv'"):
         explorer.export_latent(4, tmp_path, "xml")
+
+
+def test_exports_folder_is_in_the_cache_and_bounded(explorer, tmp_path):
+    dpath = export.exports_dpath_for(explorer.index.dpath)
+    assert dpath == explorer.index.dpath.parent.parent / "exports"
+    for i in range(7):
+        fpath = tmp_path / f"e{i}.json"
+        fpath.write_text("{}")
+        os.utime(fpath, (1000 + i, 1000 + i))
+    removed = export.prune_exports(tmp_path, keep=3)
+    assert sorted(p.name for p in removed) == ["e0.json", "e1.json", "e2.json", "e3.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e4.json", "e5.json", "e6.json"]
 
 
 def test_exports_without_a_corpus_stamp_the_corpus_the_index_was_built_from(explorer, tmp_path):

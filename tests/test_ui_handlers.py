@@ -139,7 +139,7 @@ def test_decode_without_moves_gives_back_the_input(explorer, red_circle):
     values = [s.value for s in start.sliders]
     same = steer_tab.decode(explorer, red_circle, start.slider_latents, [], LABELS, *values)
     assert "1.0000" in same.cosine and same.changes.empty
-    assert list(same.zero_shot.columns) == ["label", "before", "after"]
+    assert list(same.zero_shot.columns) == ["group", "label", "before", "after"]
     assert same.images_before == same.images_after  # nothing moved, same neighbours
     moved = steer_tab.decode(
         explorer, red_circle, start.slider_latents, [], LABELS, 0.0, *values[1:]

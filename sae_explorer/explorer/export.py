@@ -32,6 +32,30 @@ class Stamp(NamedTuple):
     exported_at: str  # UTC, ISO 8601
 
 
+MAX_EXPORT_FILES = 200
+"""Export files kept in the exports folder; older ones are removed as new ones are written."""
+
+
+def exports_dpath_for(index_dpath: Path) -> Path:
+    """Where exports of an index's explorer go: ``<cache>/exports`` for an index in the cache
+    (``<cache>/index/<key>``), else an ``exports`` folder beside the index; one folder reused by
+    every start, bounded by :func:`prune_exports`."""
+    parent = Path(index_dpath).parent
+    return (parent.parent if parent.name == "index" else parent) / "exports"
+
+
+def prune_exports(dpath: Path, keep: int = MAX_EXPORT_FILES) -> list[Path]:
+    """Remove all but the ``keep`` most recently written files of ``dpath``; returns them."""
+    files = sorted(
+        (p for p in Path(dpath).iterdir() if p.is_file()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for fpath in files[keep:]:
+        fpath.unlink(missing_ok=True)
+    return files[keep:]
+
+
 def stamp(explorer: Explorer) -> Stamp:
     """What produced an export, and when."""
     return Stamp(

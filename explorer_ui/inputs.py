@@ -43,7 +43,13 @@ def query_inputs(
             elem_id=f"{name}-image",
         )
         with gr.Column() if image_beside else contextlib.nullcontext():
-            text = gr.Textbox(label="…or a text", lines=2, elem_id=f"{name}-text")
+            # One line that grows: Enter submits, Shift+Enter starts a new line.
+            text = gr.Textbox(
+                label="…or a text (Enter to submit, Shift+Enter for a new line)",
+                lines=1,
+                max_lines=6,
+                elem_id=f"{name}-text",
+            )
             text_button = gr.Button(f"{action} text", size="sm", elem_id=f"{name}-text-start")
             with gr.Row():
                 # No precision: 2.5 reaches the library, which refuses it (not rounded to 2).

@@ -94,6 +94,23 @@ def test_steer_from_a_text_and_decode(url, page):
     screenshot(page, "steer", full_page=True)
 
 
+@pytest.mark.parametrize("tab", ["inspect", "steer"])
+def test_enter_submits_the_text_and_shift_enter_adds_a_line(url, page, tab):
+    page.goto(url)
+    page.get_by_role("tab", name=tab.capitalize()).click()
+    box = page.locator(f"#{tab}-text textarea")
+    box.fill("a blue")
+    box.press("Shift+Enter")
+    box.type("square")
+    assert box.input_value() == "a blue\nsquare"  # a new line, nothing submitted yet
+    box.fill("a green star")
+    box.press("Enter")
+    done = "#inspect-diagnostics" if tab == "inspect" else "#steer-desc"
+    page.locator(done, has_text="green star" if tab == "steer" else "Reconstruction").wait_for()
+    if tab == "inspect":
+        assert page.locator("#inspect-table").get_by_test_id("cell-0-0").inner_text().strip()
+
+
 def test_overview_shows_corpus_quality(url, page):
     page.goto(url)
     page.get_by_role("tab", name="Overview").click()

@@ -69,8 +69,18 @@ class SteerTab(NamedTuple):
 
     @property
     def start_outputs(self) -> list[Any]:
-        """The components :func:`start_outputs` fills, in its order."""
-        return [self.query, self.inputs.description, self.slider_latents, *self.sliders]
+        """The components :func:`start_outputs` fills, in its order: the new input's sliders,
+        and everything derived from the previous input cleared (extra edits, results, sweep)."""
+        return [
+            self.query,
+            self.inputs.description,
+            self.slider_latents,
+            *self.sliders,
+            self.extra_edits,
+            self.edits.table,
+            *self.results,
+            self.sweep.plot,
+        ]
 
 
 class SliderSpec(NamedTuple):
@@ -157,7 +167,9 @@ def edit_controls() -> EditControls:
     with gr.Row():
         add_button = gr.Button("Add edit", size="sm", elem_id="steer-add")
         clear_button = gr.Button("Clear edits", size="sm")
-    table = gr.Dataframe(headers=EDIT_COLUMNS, label="Extra edits", interactive=False)
+    table = gr.Dataframe(
+        headers=EDIT_COLUMNS, label="Extra edits", interactive=False, elem_id="steer-edits"
+    )
     return EditControls(latent, op, strength, add_button, clear_button, table)
 
 
@@ -246,7 +258,22 @@ def start_outputs(explorer: Explorer, query: Query) -> tuple[Any, ...]:
         for s in start.sliders
     ]
     hidden = [gr.Slider(visible=False, value=0) for _ in range(N_SLIDERS - len(shown))]
-    return (start.query, start.description, start.slider_latents, *shown, *hidden)
+    cleared = (*clear_edits(), *cleared_results(), None)  # nothing of the previous input stays
+    return (start.query, start.description, start.slider_latents, *shown, *hidden, *cleared)
+
+
+def cleared_results() -> DecodeView:
+    """The decode outputs before anything is decoded."""
+    empty = pd.DataFrame
+    return DecodeView(
+        "",
+        empty(columns=["group", "label", "before", "after"]),
+        empty(columns=["latent", "names", "before", "after"]),
+        "",
+        "",
+        empty(),
+        empty(),
+    )
 
 
 def add_edit(

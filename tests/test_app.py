@@ -164,7 +164,9 @@ def test_steer_start_decode_and_sweep(client):
     with pytest.raises(AppError, match="start from an image"):
         client.predict(LABELS, *([0.0] * N_SLIDERS), api_name="/steer")
     start = client.predict("a red circle", api_name="/steer_start_text")
-    desc, *sliders = start
+    desc, *rest = start
+    sliders, (edits, cosine, zero_shot, changes, *_) = rest[:N_SLIDERS], rest[N_SLIDERS:]
+    assert edits["data"] == [] and cosine == "" and changes["data"] == []  # a fresh start
     assert desc.startswith("**Steering:**")
     visible = [s for s in sliders if s.get("visible")]
     assert len(visible) == N_SLIDERS
@@ -203,7 +205,7 @@ def test_huge_and_nan_strengths_are_refused(client):
 def test_sessions_do_not_share_state(url):
     a, b = Client(url, verbose=False), Client(url, verbose=False)
     start_a = a.predict("a red circle", api_name="/steer_start_text")
-    values_a = [s["value"] for s in start_a[1:]]
+    values_a = [s["value"] for s in start_a[1 : 1 + N_SLIDERS]]
     alone = a.predict(LABELS, *values_a, api_name="/steer")
     b.predict(7, api_name="/steer_start_item")
     b.predict("green", "set", 3.0, api_name="/add_edit")

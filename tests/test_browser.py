@@ -111,6 +111,28 @@ def test_enter_submits_the_text_and_shift_enter_adds_a_line(url, page, tab):
         assert page.locator("#inspect-table").get_by_test_id("cell-0-0").inner_text().strip()
 
 
+def test_a_new_steer_input_clears_what_the_previous_one_left(url, page):
+    page.goto(url)
+    page.get_by_role("tab", name="Steer").click()
+    box = page.locator("#steer-text textarea")
+    box.fill("a red circle")
+    box.press("Enter")
+    page.locator("#steer-desc", has_text="a red circle").wait_for()
+    page.locator("#steer-add-latent input, #steer-add-latent textarea").fill("3")
+    page.locator("#steer-add").click()
+    page.locator("#steer-edits [role=gridcell]").first.wait_for()
+    page.locator("#steer-decode").click()
+    page.locator("#steer-cosine", has_text="Cosine").wait_for()
+    assert page.locator("#steer-changes [role=gridcell]").count() > 0
+    box.fill("a blue square")
+    box.press("Enter")
+    page.locator("#steer-desc", has_text="a blue square").wait_for()
+    page.wait_for_function("() => !document.querySelector('#steer-cosine').innerText.trim()")
+    assert page.locator("#steer-changes [role=gridcell]").count() == 0
+    assert page.locator("#steer-edits [role=gridcell]").count() == 0
+    assert page.locator("#steer-after img").count() == 0
+
+
 def test_overview_shows_corpus_quality(url, page):
     page.goto(url)
     page.get_by_role("tab", name="Overview").click()

@@ -126,8 +126,12 @@ def test_steer_start_fills_the_sliders_with_the_top_latents(explorer, red_circle
     assert values == sorted(values, reverse=True)
     assert all(0 <= s.value <= s.maximum for s in start.sliders)
     assert all(s.label.startswith(f"#{s.latent_id} ") for s in start.sliders)
-    query, description, slider_latents, *sliders = steer_tab.start_outputs(explorer, red_circle)
+    query, description, slider_latents, *rest = steer_tab.start_outputs(explorer, red_circle)
+    sliders, cleared = rest[:N_SLIDERS], rest[N_SLIDERS:]
     assert query is red_circle and description == start.description
+    edits, edits_table, cosine, zero_shot, changes, *_, plot = cleared  # the old input's, gone
+    assert edits == [] and edits_table.empty and cosine == "" and changes.empty and plot is None
+    assert list(zero_shot.columns) == ["group", "label", "before", "after"] and zero_shot.empty
     assert len(sliders) == N_SLIDERS and slider_latents == start.slider_latents
     assert [s.visible for s in sliders] == [True] * len(start.sliders) + [False] * (
         N_SLIDERS - len(start.sliders)

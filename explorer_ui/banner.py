@@ -24,11 +24,15 @@ def loaded_summary(explorer: Explorer) -> str:
 
 
 def banner_html(explorer: Explorer) -> str:
+    """Yellow with the reason when the app fell back; a plain line otherwise (``--demo`` is what
+    the user asked for, not a warning)."""
     text = html.escape(loaded_summary(explorer))
     note = explorer.sources.note
     if note:
         return f'<div class="banner fallback" id="banner">⚠ {html.escape(note)}<br>{text}</div>'
-    return f'<div class="banner" id="banner">{text}</div>'
+    mode = explorer.sources.details.get("mode")
+    prefix = f"Showing {html.escape(mode)}: " if mode else ""
+    return f'<div class="banner" id="banner">{prefix}{text}</div>'
 
 
 def banner(explorer: Explorer) -> gr.HTML:

@@ -52,9 +52,11 @@ def load_explorer(
     loads from the local cache only. ``list_files`` lists the MSAE repo (default: the Hub's
     listing online, the cached files offline)."""
     if cfg.demo or cfg.is_builtin:
-        note = "built-in shapes world (--demo)" if cfg.demo else ""
         lister = list_files or hub.list_repo_files
-        return _load(cfg.builtin() if cfg.demo else cfg, progress, lister, note)
+        explorer = _load(cfg.builtin() if cfg.demo else cfg, progress, lister, "")
+        if cfg.demo:  # asked for, so not a warning: a plain line in the banner
+            explorer.sources.details["mode"] = "the built-in shapes world (--demo)"
+        return explorer
     status = hub_status() if needs_hub(cfg) else hub.HubStatus(True)
     try:
         if status.online:
@@ -75,12 +77,30 @@ def load_explorer(
                 f"could not load {cfg.clip} / {cfg.sae} / {cfg.corpus}: {reason}"
             ) from e
         logger.warning("falling back to the built-in shapes world: %s", reason)
-        short = reason if len(reason) <= 240 else reason[:240] + "…"
-        note = (
-            f"Showing the built-in shapes world: could not load CLIP {cfg.clip} + SAE {cfg.sae} "
-            f"over {cfg.corpus} ({short})"
-        )
-        return _load(cfg.builtin(), progress, hub.list_repo_files, note)
+        return _load(cfg.builtin(), progress, hub.list_repo_files, fallback_note(cfg, e, status))
+
+
+NETWORK_ERRORS = ("ConnectError", "ConnectTimeout", "ReadTimeout", "LocalEntryNotFoundError")
+
+
+def fallback_note(cfg: StartupConfig, err: Exception, status: hub.HubStatus) -> str:
+    """The banner's words when the app fell back: what was tried, why it failed (in words, not
+    an exception's repr) and what the user can do."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if not status.online:
+        why = f"{status.reason}; not in the local cache"
+    elif type(err).__name__ in NETWORK_ERRORS or isinstance(err, ConnectionError | TimeoutError):
+        why = "cannot reach the Hugging Face Hub (no network, or it is blocked)"
+    elif isinstance(err, OSError) and "cannot reach" not in text:
+        why = f"a download or file failed ({text[:160]})"
+    else:
+        why = text if len(text) <= 200 else text[:200] + "…"
+    return (
+        f"Could not load CLIP {cfg.clip} + SAE {cfg.sae} over {cfg.corpus}: {why}. Showing the "
+        f"built-in shapes world instead. To start with it directly, use --demo; to use models "
+        f"downloaded before, set HF_HUB_OFFLINE=1; or point --clip / --sae / --corpus at local "
+        f"files (local-dir:/path, a checkpoint folder, an image folder)."
+    )
 
 
 def needs_hub(cfg: StartupConfig) -> bool:

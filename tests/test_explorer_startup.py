@@ -113,7 +113,10 @@ def test_unreachable_hub_falls_back_to_the_builtin_world(tmp_path, monkeypatch, 
         explorer = load_explorer(offline_cfg(tmp_path), list_files=hub_down, hub_status=hub_up)
     assert explorer.encoder.model_id == "builtin:shapes"
     assert explorer.sources.sae == "builtin:shapes"
-    assert "cannot reach the Hugging Face Hub" in explorer.sources.note
+    note = explorer.sources.note
+    assert "cannot reach the Hugging Face Hub" in note and "OSError" not in note  # in words
+    assert note.startswith(f"Could not load CLIP {shapes.CLIP_ARCH} + SAE auto over")  # tried
+    assert "--demo" in note and "HF_HUB_OFFLINE=1" in note  # what to do
     assert "falling back to the built-in shapes world" in caplog.text
     assert len(explorer.items) == 200
 
@@ -131,4 +134,5 @@ def test_demo_goes_straight_to_the_builtin_world(tmp_path, monkeypatch):
     explorer = load_explorer(cfg, list_files=called.append, hub_status=status_spy)
     assert called == []  # the Hub is never asked: neither probed nor listed
     assert explorer.encoder.model_id == "builtin:shapes"
-    assert "--demo" in explorer.sources.note
+    assert explorer.sources.note == ""  # asked for: not a fallback warning
+    assert "--demo" in explorer.sources.details["mode"]

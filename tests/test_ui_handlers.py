@@ -201,6 +201,13 @@ def test_banner_names_the_models_and_the_fallback_reason(explorer):
     fallback.sources = dataclasses.replace(explorer.sources, note="Hub <unreachable>")
     html = banner.banner_html(fallback)
     assert 'class="banner fallback"' in html and "Hub &lt;unreachable&gt;" in html
+    demo = copy.copy(explorer)
+    demo.sources = dataclasses.replace(
+        explorer.sources, details={"mode": "the built-in shapes world (--demo)"}
+    )
+    html = banner.banner_html(demo)  # asked for: a plain line, no warning
+    assert 'class="banner"' in html and "fallback" not in html and "⚠" not in html
+    assert "Showing the built-in shapes world (--demo): CLIP" in html
 
 
 # ------------------------------------------------------------------------------ page, links

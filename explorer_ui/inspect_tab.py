@@ -4,6 +4,7 @@ the analysis exported as JSON or CSV."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -12,9 +13,9 @@ import plotly.graph_objects as go
 
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
-from explorer_ui.thumbs import thumbs_component, thumbs_html
+from explorer_ui.thumbs import grouped_thumbs_html, thumbs_component
 from explorer_ui.wiring import bind
-from sae_explorer.explorer import Diagnostics, Explorer, Query
+from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
 
 TAB_ID = "inspect"
 
@@ -69,7 +70,10 @@ def layout() -> InspectTab:
                 elem_id="inspect-table",
             )
             bar = gr.Plot(label="Activations")
-            gr.Markdown("Max-activating corpus images of the top latents (click to open)")
+            gr.Markdown(
+                "Max-activating corpus images of each top latent, under its id and name "
+                "(click one to open the latent)"
+            )
             thumbs = thumbs_component("inspect-thumbs", clickable=True)
             export = export_controls("Export this analysis")
     return InspectTab(query, inputs, diagnostics, levels_plot, table, bar, thumbs, export)
@@ -95,8 +99,19 @@ def inspect_view(explorer: Explorer, query: Query) -> InspectView:
         result.levels_plot,
         result.table,
         result.bar,
-        thumbs_html([(t.fpath, t.caption, t.latent_id) for t in result.thumbs]),
+        grouped_thumbs_html(thumb_groups(explorer, result.thumbs)),
     )
+
+
+def thumb_groups(explorer: Explorer, thumbs: Sequence[Thumb]) -> list[tuple[str, list]]:
+    """The thumbnails grouped by latent, in table order, each titled ``#id name``."""
+    groups: dict[int, list] = {}
+    for t in thumbs:
+        groups.setdefault(t.latent_id, []).append((t.fpath, t.caption, t.latent_id, t.item))
+    return [
+        (f"#{latent_id} {explorer.names_text(latent_id, 1) or '(unnamed)'}", items)
+        for latent_id, items in groups.items()
+    ]
 
 
 def diagnostics_markdown(d: Diagnostics) -> str:

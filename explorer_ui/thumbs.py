@@ -27,14 +27,32 @@ def thumbs_component(elem_id: str, clickable: bool = False) -> gr.HTML:
     )
 
 
-def thumbs_html(items: Sequence[tuple[Path, str] | tuple[Path, str, int]]) -> str:
-    """``(fpath, caption)`` or ``(fpath, caption, latent_id)`` items -> the grid's HTML."""
+def grouped_thumbs_html(groups: Sequence[tuple[str, Sequence[tuple[Path, str, int]]]]) -> str:
+    """One titled grid per group (``(title, items)``): e.g. each top latent's images under its
+    id and name, instead of one grid mixing them."""
+    if not groups:
+        return thumbs_html([])
+    return "".join(
+        f'<div class="thumb-group"><div class="thumb-group-title">{html.escape(title)}</div>'
+        f"{thumbs_html(items)}</div>"
+        for title, items in groups
+    )
+
+
+def thumbs_html(
+    items: Sequence[tuple[Path, str] | tuple[Path, str, int] | tuple[Path, str, int, int]],
+) -> str:
+    """``(fpath, caption)``, ``(fpath, caption, latent_id)`` or ``(fpath, caption, latent_id,
+    item)`` items -> the grid's HTML; the item id goes into ``data-item`` and the tooltip."""
     clickable = any(len(item) > 2 for item in items)
     figures = []
-    for fpath, caption, *latent in items:
+    for fpath, caption, *ids in items:
         src = "gradio_api/file=" + quote(str(fpath))
-        data = f' data-latent="{int(latent[0])}"' if latent else ""
-        title = f"open latent {int(latent[0])}" if latent else html.escape(caption)
+        data = f' data-latent="{int(ids[0])}"' if ids else ""
+        title = html.escape(caption) if not ids else f"open latent {int(ids[0])}"
+        if len(ids) > 1:
+            data += f' data-item="{int(ids[1])}"'
+            title = f"item {int(ids[1])}: {html.escape(caption)}; click to {title}"
         figures.append(
             f'<figure{data} title="{title}"><img src="{src}" loading="lazy" alt="">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"

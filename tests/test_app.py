@@ -75,7 +75,12 @@ def assert_inspect_result(result, n_rows_at_least: int = 1) -> None:
     assert len(table["data"]) >= n_rows_at_least
     activations = [row[2] for row in table["data"]]
     assert activations == sorted(activations, reverse=True)
-    assert thumbs.startswith('<div class="thumbs')
+    # one titled grid per top latent with images, in table order
+    titles = re.findall(r'<div class="thumb-group-title">#(\d+) ', thumbs)
+    assert titles and [int(t) for t in titles] == [
+        row[0] for row in table["data"] if row[0] in {int(t) for t in titles}
+    ]
+    assert all(f'data-latent="{t}"' in thumbs for t in titles) and "data-item=" in thumbs
 
 
 def test_inspect_text_image_and_item(client, images):

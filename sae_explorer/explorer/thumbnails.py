@@ -31,9 +31,9 @@ class Thumb(NamedTuple):
     """A thumbnail of one of a latent's strongest images (clicking it opens the latent)."""
 
     fpath: Path  # a small WebP of the corpus image
-    caption: str
+    caption: str  # the item's label and the latent's activation on it
     latent_id: int
-    item: int
+    item: int  # index row of the corpus item
 
 
 MAX_THUMB_FOLDERS = 8
@@ -93,7 +93,7 @@ def latent_thumbs(explorer: Explorer, latent_id: int, n: int) -> list[Thumb]:
     return [
         Thumb(
             thumbnail_fpath(explorer, int(r.item)),
-            f"#{latent_id} · {r.value:.2f}",
+            f"{str(r.label)[:24]} · {r.value:.2f}",
             latent_id,
             int(r.item),
         )

@@ -69,6 +69,7 @@ def layout() -> InspectTab:
                 interactive=False,
                 elem_id="inspect-table",
             )
+            gr.Markdown(COLUMNS_HELP, elem_id="inspect-columns-help")
             bar = gr.Plot(label="Activations")
             gr.Markdown(
                 "Max-activating corpus images of each top latent, under its id and name "
@@ -114,10 +115,20 @@ def thumb_groups(explorer: Explorer, thumbs: Sequence[Thumb]) -> list[tuple[str,
     ]
 
 
+COLUMNS_HELP = (
+    "<small>**activation**: the latent's value for this input · **level**: the first Matryoshka "
+    "level whose TopK keeps it for this input (-1: none; plain SAEs: -1) · **corpus_level**: "
+    "the level that usually keeps it over the corpus · **frequency**: the fraction of corpus "
+    "items it is active on (dense latents, active on most items, say little about one input)"
+    "</small>"
+)
+
+
 def diagnostics_markdown(d: Diagnostics) -> str:
     return (
         f"**Reconstruction** cosine {d.cosine:.3f} · relative error "
-        f"{d.relative_error:.3f} · L0 {d.l0}  \n"
+        f"{d.relative_error:.3f} · L0 {d.l0} active latents (the SAE's own sparse code keeps "
+        f"{d.code_l0}; MSAE shows every latent the ReLU lets through, not only its TopK)  \n"
         f"Encoded with {d.input_statistics}"
     )
 

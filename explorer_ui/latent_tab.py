@@ -73,7 +73,12 @@ def layout(explorer: Explorer) -> LatentTab:
             open_button = gr.Button("Open", size="sm")
             search = gr.Textbox(label="…or search names", placeholder="e.g. blue")
             search_button = gr.Button("Search", size="sm")
-        hits = gr.Dataframe(label="Matches (click to open)", interactive=False, visible=False)
+        hits = gr.Dataframe(
+            label="Matches (click to open); score = cosine of the word with the latent's "
+            "direction, +1 when one of its names contains the word",
+            interactive=False,
+            visible=False,
+        )
         summary = gr.Markdown(elem_id="latent-summary")
         with gr.Row():
             with gr.Column(scale=2):
@@ -89,7 +94,11 @@ def layout(explorer: Explorer) -> LatentTab:
                 similar = gr.Dataframe(
                     label="Most similar decoder directions (click to open)", interactive=False
                 )
-                quantiles = gr.Dataframe(label="Quantile samples", interactive=False)
+                quantiles = gr.Dataframe(
+                    label="Quantile samples: active items from each activation quantile bin "
+                    "(quantile_bin 0 = weakest), not only the strongest",
+                    interactive=False,
+                )
         export = export_controls("Export this latent")
     return LatentTab(
         latent_id,

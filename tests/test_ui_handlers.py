@@ -276,3 +276,13 @@ def test_every_handler_hint_resolves(module):
     assert handlers
     for fn in handlers:
         typing.get_type_hints(fn)  # raises NameError for a name it cannot resolve
+
+
+def test_inspect_explains_its_numbers(explorer, red_circle):
+    view = inspect_tab.inspect_view(explorer, red_circle)
+    d = explorer.inspect(red_circle).diagnostics
+    assert f"L0 {d.l0} active latents (the SAE's own sparse code keeps {d.code_l0};" in (
+        view.diagnostics
+    )
+    for column in ("**level**", "**corpus_level**", "**frequency**"):
+        assert column in inspect_tab.COLUMNS_HELP

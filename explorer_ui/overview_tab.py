@@ -9,19 +9,27 @@ import gradio as gr
 from sae_explorer.explorer import Overview, OverviewStats
 
 TAB_ID = "overview"
+PLOT_MIN_PX = 360
+"""Narrowest a plot is drawn before the row wraps it below its neighbour (titles stay whole)."""
 
 
 def layout(overview: Overview) -> None:
     with gr.Tab("Overview", id=TAB_ID):
         gr.Dataframe(value=overview.models, label="Loaded models and corpus", interactive=False)
         gr.Markdown(stats_markdown(overview.stats), elem_id="overview-stats")
-        with gr.Row():
+        with gr.Row():  # side by side when wide; stacked on a phone (each needs PLOT_MIN_PX)
             gr.Plot(
                 value=overview.frequency_histogram,
                 label="Latent frequency",
                 elem_id="overview-frequency",
+                min_width=PLOT_MIN_PX,
             )
-            gr.Plot(value=overview.levels_plot, label="Per-level reconstruction")
+            gr.Plot(
+                value=overview.levels_plot,
+                label="Per-level reconstruction",
+                elem_id="overview-levels",
+                min_width=PLOT_MIN_PX,
+            )
 
 
 def stats_markdown(stats: OverviewStats) -> str:

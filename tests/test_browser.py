@@ -144,6 +144,24 @@ def test_overview_shows_corpus_quality(url, page):
     screenshot(page, "overview")
 
 
+def test_overview_plots_stack_on_a_narrow_screen(url, page):
+    page.set_viewport_size({"width": 400, "height": 900})
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Overview").click()
+        boxes = []
+        for elem_id in ("overview-frequency", "overview-levels"):
+            plot = page.locator(f"#{elem_id} .js-plotly-plot")
+            plot.wait_for()
+            boxes.append(plot.bounding_box())
+        first, second = boxes
+        assert second["y"] >= first["y"] + first["height"] - 1  # below, not beside
+        assert first["width"] > 300 and second["width"] > 300
+        screenshot(page, "overview-narrow", full_page=True)
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})  # chromium_page's default
+
+
 def test_a_sorted_table_opens_the_clicked_row(url, page):
     page.goto(url + "?text=a%20blue%20square")
     table = page.locator("#inspect-table")

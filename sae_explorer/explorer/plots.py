@@ -81,7 +81,7 @@ def frequency_histogram(frequency_l: np.ndarray) -> go.Figure:
     fig = go.Figure(go.Histogram(x=np.log10(live), nbinsx=40))
     fig.update_layout(
         title=f"Latent frequency ({int((frequency_l == 0).sum())} dead latents not shown)",
-        xaxis_title="log10(fraction of corpus items where the latent is active)",
+        xaxis_title="log10(fraction of items it is active on)",
         yaxis_title="latents",
         height=300,
         template=PLOT_TEMPLATE,

@@ -29,27 +29,21 @@ def test_installed_package_loads_the_builtin_world(repo_dpath, tmp_path):
         "print(sae_explorer.__file__, s.n_latents, tuple(s.encode(e.encode_texts(['a red circle'])).shape))"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    ).stdout
+
+    def run_python(source: str) -> str:  # outside the checkout, with only the install on the path
+        done = subprocess.run(
+            [sys.executable, "-c", source], check=True, capture_output=True, text=True,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        return done.stdout
+
+    out = run_python(code)
     assert out.startswith(str(site)) and out.split()[1:] == ["256", "(1,", "256)"]
     script = subprocess.run(
         [str(site / "bin" / "sae-explorer"), "--help"], capture_output=True, text=True, env=env
     )
     assert "convert" in script.stdout
     static = "from explorer_ui.wiring import static_text; print(static_text('thumbs.css'))"
-    css = subprocess.run(
-        [sys.executable, "-c", static],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    ).stdout
+    css = run_python(static)
     assert css == (repo_dpath / "explorer_ui" / "static" / "thumbs.css").read_text() + "\n"
     assert (site / "explorer_ui" / "static" / "thumbs_click.js").is_file()

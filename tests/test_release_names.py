@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _builders import write_msae_pth
+from _builders import tiny_startup_cfg, write_msae_pth
 from _explorer_helpers import launched_app
 from gradio_client import Client
 from hypothesis import given, settings
@@ -232,15 +232,7 @@ def test_without_the_files_we_keep_our_own_names(fake_hub, caplog):
 # --------------------------------------------------------------------------- explorer and app
 def release_cfg(tmp_path) -> StartupConfig:
     """Auto SAE selection over the world's tiny CLIP architecture (random weights)."""
-    return StartupConfig(
-        clip=shapes.CLIP_ARCH,
-        pretrained=None,
-        sae="auto",
-        corpus="builtin:shapes?n=20",
-        cache_dir=str(tmp_path / "explorer-cache"),
-        device="cpu",
-        strict=True,
-    )
+    return tiny_startup_cfg(tmp_path, strict=True)
 
 
 def offline() -> hub.HubStatus:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-from _builders import write_msae_pth
+from _builders import tiny_startup_cfg, write_msae_pth
 from _explorer_helpers import builtin_world_trained
 from huggingface_hub import constants
 
@@ -66,19 +66,6 @@ def cache_file(cache_dpath: Path, repo_id: str, path: str) -> Path:
     fpath = storage / "snapshots" / COMMIT / path
     fpath.parent.mkdir(parents=True, exist_ok=True)
     return fpath
-
-
-def tiny_cfg(tmp_path, **overrides) -> StartupConfig:
-    """Auto SAE selection over the world's tiny CLIP architecture (random weights, no download)."""
-    values = dict(
-        clip=shapes.CLIP_ARCH,
-        pretrained=None,
-        sae="auto",
-        corpus="builtin:shapes?n=20",
-        cache_dir=str(tmp_path / "explorer-cache"),
-        device="cpu",
-    )
-    return StartupConfig(**{**values, **overrides})
 
 
 # --------------------------------------------------------------------------- the probe
@@ -211,7 +198,7 @@ def test_needs_hub_only_for_hub_sources(tmp_path):
 def test_offline_start_uses_the_cached_release(tmp_path, hf_cache):
     """A user who ran online before: the SAE chosen then is found in the cache and loaded."""
     write_msae_pth(cache_file(hf_cache, hub.MSAE_REPO, WORLD_MSAE))
-    explorer = load_explorer(tiny_cfg(tmp_path, strict=True), hub_status=offline)
+    explorer = load_explorer(tiny_startup_cfg(tmp_path, strict=True), hub_status=offline)
     assert explorer.sources.sae == f"hf-hub:{hub.MSAE_REPO}/{WORLD_MSAE}"
     assert explorer.sae.n_latents == 128 and explorer.sources.note == ""
     assert "offline" in explorer.sources.details["hub"]
@@ -220,7 +207,7 @@ def test_offline_start_uses_the_cached_release(tmp_path, hf_cache):
 
 def test_offline_without_cache_names_the_hub_and_the_cache(tmp_path, hf_cache):
     with pytest.raises(StartupError, match=r"test: offline; not in the local cache: .*models--"):
-        load_explorer(tiny_cfg(tmp_path, strict=True), hub_status=offline)
+        load_explorer(tiny_startup_cfg(tmp_path, strict=True), hub_status=offline)
 
 
 def test_online_start_lists_the_hub_not_the_cache(tmp_path, hf_cache):
@@ -231,7 +218,9 @@ def test_online_start_lists_the_hub_not_the_cache(tmp_path, hf_cache):
         raise OSError("listing the Hub")
 
     with pytest.raises(StartupError, match="listing the Hub"):
-        load_explorer(tiny_cfg(tmp_path, strict=True), list_files=hub_listing, hub_status=online)
+        load_explorer(
+            tiny_startup_cfg(tmp_path, strict=True), list_files=hub_listing, hub_status=online
+        )
     assert asked == [hub.MSAE_REPO]
 
 

@@ -87,8 +87,8 @@ def fallback_note(cfg: StartupConfig, err: Exception, status: hub.HubStatus) -> 
     """The banner's words when the app fell back: what was tried, why it failed (in words, not
     an exception's repr) and what the user can do."""
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if not status.online:
-        why = f"{status.reason}; not in the local cache"
+    if not status.online:  # the probe's reason, without the exception after its colon
+        why = f"{status.reason.split(': ', 1)[0]}; not in the local cache"
     elif type(err).__name__ in NETWORK_ERRORS or isinstance(err, ConnectionError | TimeoutError):
         why = "cannot reach the Hugging Face Hub (no network, or it is blocked)"
     elif isinstance(err, OSError) and "cannot reach" not in text:

@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
-from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
-from explorer_ui.thumbs import grouped_thumbs_html, thumbs_component
+from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
+from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
 from explorer_ui.wiring import bind
 from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
 
@@ -108,7 +108,7 @@ def thumb_groups(explorer: Explorer, thumbs: Sequence[Thumb]) -> list[tuple[str,
     """The thumbnails grouped by latent, in table order, each titled ``#id name``."""
     groups: dict[int, list] = {}
     for t in thumbs:
-        groups.setdefault(t.latent_id, []).append((t.fpath, t.caption, t.latent_id, t.item))
+        groups.setdefault(t.latent_id, []).append(Figure(t.fpath, t.caption, t.latent_id, t.item))
     return [
         (f"#{latent_id} {explorer.names_text(latent_id, 1) or '(unnamed)'}", items)
         for latent_id, items in groups.items()
@@ -138,3 +138,20 @@ def export_inspect(explorer: Explorer, query: Query | None, fmt: ExportFormat) -
     if query is None:
         raise ValueError("inspect an image, text or corpus item first, then export it")
     return str(explorer.export_inspect(query, export_dpath(explorer), fmt))
+
+
+def open_item(explorer: Explorer, evt: gr.EventData) -> tuple[Any, ...]:
+    """This tab, selected, inspecting the corpus item of a clicked thumbnail."""
+    item = getattr(evt, "item", None)
+    if item is None:
+        raise ValueError("click a thumbnail to inspect its item")
+    return (gr.Tabs(selected=TAB_ID), *show_item(explorer, inspect_view, item))
+
+
+def open_item_row(explorer: Explorer, table: pd.DataFrame, evt: gr.SelectData) -> tuple[Any, ...]:
+    """This tab, selected, inspecting the item of a clicked row (read by column name, however
+    the table is sorted)."""
+    row = dict(zip(table.columns, evt.row_value or ()))
+    if "item" not in row:
+        raise ValueError("click a row of the table to inspect its item")
+    return (gr.Tabs(selected=TAB_ID), *show_item(explorer, inspect_view, row["item"]))

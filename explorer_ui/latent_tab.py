@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
-from explorer_ui.thumbs import thumbs_component, thumbs_html
+from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
 from sae_explorer.explorer import Explorer, LatentPage
 
@@ -83,9 +83,9 @@ def layout(explorer: Explorer) -> LatentTab:
         with gr.Row():
             with gr.Column(scale=2):
                 gr.Markdown("**Max-activating images** (activation)")
-                top_images = thumbs_component("latent-top")
+                top_images = thumbs_component("latent-top", clickable=True)
                 gr.Markdown("**Samples from lower activation quantiles**")
-                quantile_images = thumbs_component("latent-quantiles")
+                quantile_images = thumbs_component("latent-quantiles", clickable=True)
                 histogram = gr.Plot(label="Activation histogram")
             with gr.Column(scale=1):
                 release = " beside the MSAE release's" if explorer.release_names else ""
@@ -151,8 +151,8 @@ def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
     return LatentView(
         page.latent_id,
         summary_markdown(page),
-        thumbs_html(page.top_images),
-        thumbs_html(page.quantile_images),
+        thumbs_html(item_figures(page.top_images)),
+        thumbs_html(item_figures(page.quantile_images)),
         page.histogram,
         page.names,
         page.top_texts,

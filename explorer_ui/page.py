@@ -35,6 +35,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         inspect_tab.wire(explorer, inspect)
         latent_tab.wire(explorer, latent, tabs, [inspect.table], [inspect.thumbs])
         steer_tab.wire(explorer, steer)
+        wire_item_clicks(explorer, tabs, inspect, latent, steer)
         demo.load(
             bind(open_link, explorer),
             None,
@@ -42,6 +43,23 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             api_visibility="private",
         )
     return demo
+
+
+def wire_item_clicks(
+    explorer: Explorer,
+    tabs: gr.Tabs,
+    inspect: inspect_tab.InspectTab,
+    latent: latent_tab.LatentTab,
+    steer: steer_tab.SteerTab,
+) -> None:
+    """A click on a corpus example (a latent's images, Steer's neighbours) inspects it."""
+    opened = [tabs, *inspect.outputs]
+    grids = (latent.top_images, latent.quantile_images)
+    for grid in (*grids, steer.results.images_before, steer.results.images_after):
+        grid.click(bind(inspect_tab.open_item, explorer), None, opened, api_visibility="private")
+    for table in (steer.results.neighbours_before, steer.results.neighbours_after):
+        select = bind(inspect_tab.open_item_row, explorer)
+        table.select(select, table, opened, api_visibility="private")
 
 
 class LinkView(NamedTuple):

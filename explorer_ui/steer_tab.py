@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
-from explorer_ui.thumbs import thumbs_component, thumbs_html
+from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind
 from sae_explorer.explorer import DEFAULT_LABEL_TEXT, DEFAULT_LABELS, Explorer, Query
 from sae_explorer.steering import OPS, Edit
@@ -177,10 +177,10 @@ def neighbour_outputs() -> tuple[gr.HTML, gr.HTML, gr.Dataframe, gr.Dataframe]:
     with gr.Row():
         with gr.Column():
             gr.Markdown("**Nearest corpus images: before** (cosine)")
-            images_before = thumbs_component("steer-before")
+            images_before = thumbs_component("steer-before", clickable=True)
         with gr.Column():
             gr.Markdown("**Nearest corpus images: after** (cosine)")
-            images_after = thumbs_component("steer-after")
+            images_after = thumbs_component("steer-after", clickable=True)
     with gr.Row():
         neighbours_before = gr.Dataframe(label="Nearest items: before", interactive=False)
         neighbours_after = gr.Dataframe(label="Nearest items: after", interactive=False)
@@ -312,8 +312,8 @@ def decode(
         f"**Cosine of the steered embedding to the original:** {result.cosine_to_original:.4f}",
         result.zero_shot,
         result.edits,
-        thumbs_html(result.images_before),
-        thumbs_html(result.images_after),
+        thumbs_html(item_figures(result.images_before)),
+        thumbs_html(item_figures(result.images_after)),
         result.neighbours_before,
         result.neighbours_after,
     )

@@ -7,11 +7,13 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import gradio as gr
 
 from explorer_ui.wiring import static_text
+from sae_explorer.explorer import CaptionedImage
 
 THUMBS_CSS = static_text("thumbs.css")
 THUMBS_CLICK_JS = static_text("thumbs_click.js")
@@ -27,37 +29,52 @@ def thumbs_component(elem_id: str, clickable: bool = False) -> gr.HTML:
     )
 
 
-def grouped_thumbs_html(groups: Sequence[tuple[str, Sequence[tuple[Path, str, int]]]]) -> str:
-    """One titled grid per group (``(title, items)``): e.g. each top latent's images under its
+class Figure(NamedTuple):
+    """One thumbnail of a grid: its file, the caption under it, and what a click opens: the
+    latent (``latent``) or, failing that, the corpus item in Inspect (``item``)."""
+
+    fpath: Path
+    caption: str
+    latent: int | None = None
+    item: int | None = None
+
+
+def grouped_thumbs_html(groups: Sequence[tuple[str, Sequence[Figure]]]) -> str:
+    """One titled grid per group (``(title, figures)``): e.g. each top latent's images under its
     id and name, instead of one grid mixing them."""
     if not groups:
         return thumbs_html([])
     return "".join(
         f'<div class="thumb-group"><div class="thumb-group-title">{html.escape(title)}</div>'
-        f"{thumbs_html(items)}</div>"
-        for title, items in groups
+        f"{thumbs_html(figures)}</div>"
+        for title, figures in groups
     )
 
 
-def thumbs_html(
-    items: Sequence[tuple[Path, str] | tuple[Path, str, int] | tuple[Path, str, int, int]],
-) -> str:
-    """``(fpath, caption)``, ``(fpath, caption, latent_id)`` or ``(fpath, caption, latent_id,
-    item)`` items -> the grid's HTML; the item id goes into ``data-item`` and the tooltip."""
-    clickable = any(len(item) > 2 for item in items)
-    figures = []
-    for fpath, caption, *ids in items:
-        src = "gradio_api/file=" + quote(str(fpath))
-        data = f' data-latent="{int(ids[0])}"' if ids else ""
-        title = html.escape(caption) if not ids else f"open latent {int(ids[0])}"
-        if len(ids) > 1:
-            data += f' data-item="{int(ids[1])}"'
-            title = f"item {int(ids[1])}: {html.escape(caption)}; click to {title}"
-        figures.append(
+def thumbs_html(figures: Sequence[Figure]) -> str:
+    """The grid's HTML; ``data-latent`` / ``data-item`` say what a click on a figure opens."""
+    clickable = any(f.latent is not None or f.item is not None for f in figures)
+    parts = []
+    for f in figures:
+        src = "gradio_api/file=" + quote(str(f.fpath))
+        caption = html.escape(f.caption)
+        data, title = "", caption
+        if f.item is not None:
+            data += f' data-item="{int(f.item)}"'
+            title = f"item {int(f.item)}: {caption}; click to inspect it"
+        if f.latent is not None:
+            data += f' data-latent="{int(f.latent)}"'
+            title = title.replace("click to inspect it", "") + f"click to open latent {f.latent}"
+        parts.append(
             f'<figure{data} title="{title}"><img src="{src}" loading="lazy" alt="">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            f"<figcaption>{caption}</figcaption></figure>"
         )
-    if not figures:
-        figures.append("<em>no images</em>")
+    if not parts:
+        parts.append("<em>no images</em>")
     kind = "thumbs clickable" if clickable else "thumbs"
-    return f'<div class="{kind}">{"".join(figures)}</div>'
+    return f'<div class="{kind}">{"".join(parts)}</div>'
+
+
+def item_figures(images: Sequence[CaptionedImage]) -> list[Figure]:
+    """Corpus images whose click inspects the item."""
+    return [Figure(image.fpath, image.caption, item=image.item) for image in images]

@@ -189,3 +189,15 @@ def test_deep_link_opens_the_latent_tab(url, page):
     page.goto(url + "?text=a%20blue%20square")
     page.locator("#inspect-desc", has_text="a blue square").wait_for()
     page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
+
+
+def test_clicking_a_latents_example_inspects_it(url, page):
+    page.goto(url + "?tab=latent&latent=3")
+    page.locator("#latent-summary", has_text="Latent 3").wait_for()
+    figure = page.locator("#latent-top figure[data-item]").first
+    figure.wait_for()
+    item = figure.get_attribute("data-item")
+    assert f"item {item}:" in figure.get_attribute("title")  # the tooltip names the item
+    figure.click()
+    page.locator("#inspect-desc", has_text=f"corpus item {item} ").wait_for()
+    page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()

@@ -216,7 +216,7 @@ def test_latent_page_values_are_recomputable(explorer, image_item):
     for row in top.itertuples():
         z = full_latents(explorer, explorer.index.embeddings[row.item_idx])[latent]
         assert float(z) == pytest.approx(row.value, rel=0.05, abs=0.05)
-    values = [float(caption) for _, caption in page.top_images]
+    values = [float(image.caption) for image in page.top_images]
     assert values == sorted(values, reverse=True)
     assert isinstance(page.top_texts, pd.DataFrame) and list(page.top_texts) == ["value", "text"]
     assert len(page.names) > 0

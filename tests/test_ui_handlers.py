@@ -286,3 +286,21 @@ def test_inspect_explains_its_numbers(explorer, red_circle):
     )
     for column in ("**level**", "**corpus_level**", "**frequency**"):
         assert column in inspect_tab.COLUMNS_HELP
+
+
+def test_clicking_a_corpus_example_inspects_it(explorer):
+    page = latent_tab.latent_view(explorer, 5)
+    items = re.findall(r'data-item="(\d+)"', page.top_images)
+    assert items and 'class="thumbs clickable"' in page.top_images
+    tabs, *values = inspect_tab.open_item(explorer, gr.EventData(None, {"item": int(items[0])}))
+    assert tabs.selected == inspect_tab.TAB_ID
+    view = inspect_tab.InspectView(*values)
+    assert view.query.item == int(items[0]) and view.description.startswith(
+        f"**Input:** corpus item {items[0]} "
+    )
+    table = pd.DataFrame({"item": [7, 9], "cosine": [0.9, 0.8]})
+    evt = gr.SelectData(None, {"index": [1, 1], "value": 0.8, "row_value": [9, 0.8]})
+    tabs, *values = inspect_tab.open_item_row(explorer, table, evt)
+    assert inspect_tab.InspectView(*values).query.item == 9
+    with pytest.raises(ValueError, match="click a thumbnail"):
+        inspect_tab.open_item(explorer, gr.EventData(None, {"latent": 3}))

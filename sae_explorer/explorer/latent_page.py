@@ -52,12 +52,16 @@ def latent_page(
     latent_id = queries.check_latent(explorer, latent)
     images = examples.top_items(explorer, latent_id, n_images, "image")
     top_images = [
-        CaptionedImage(thumbnails.thumbnail_fpath(explorer, int(r.item), 128), f"{r.value:.3f}")
+        CaptionedImage(
+            thumbnails.thumbnail_fpath(explorer, int(r.item), 128), f"{r.value:.3f}", int(r.item)
+        )
         for r in images.itertuples()
     ]
     quant = examples.normalise_examples(explorer.index.quantile_samples(latent_id))
     quantile_images = [
-        CaptionedImage(thumbnails.thumbnail_fpath(explorer, int(r.item)), f"{r.value:.3f}")
+        CaptionedImage(
+            thumbnails.thumbnail_fpath(explorer, int(r.item)), f"{r.value:.3f}", int(r.item)
+        )
         for r in quant.itertuples()
         if r.modality == "image"
     ]

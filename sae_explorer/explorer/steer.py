@@ -172,7 +172,9 @@ def neighbour_images(explorer: Explorer, df: pd.DataFrame) -> list[CaptionedImag
     """Thumbnails of the image rows of a neighbours table, captioned with their cosine."""
     rows = df[df["modality"] == "image"]
     return [
-        CaptionedImage(thumbnails.thumbnail_fpath(explorer, int(r.item)), f"{r.cosine:.3f}")
+        CaptionedImage(
+            thumbnails.thumbnail_fpath(explorer, int(r.item)), f"{r.cosine:.3f}", int(r.item)
+        )
         for r in rows.itertuples()
     ]
 

@@ -21,10 +21,12 @@ THUMB_PX = 96
 
 
 class CaptionedImage(NamedTuple):
-    """One gallery entry: a thumbnail file and the number shown under it."""
+    """One gallery entry: a thumbnail file, the number shown under it, and the corpus item
+    (index row) it shows, so a click can open that item."""
 
     fpath: Path
     caption: str
+    item: int
 
 
 class Thumb(NamedTuple):

@@ -41,11 +41,17 @@ class Probe:
     def is_dir(self) -> bool:
         return self.path.is_dir()
 
-    def sibling(self, fname: str) -> Path | None:
-        """``fname`` inside the folder (or beside the file), when it exists."""
-        dpath = self.path if self.is_dir else self.path.parent
-        fpath = dpath / fname
-        return fpath if fpath.is_file() else None
+    def folder_holding(self, cfg_fname: str, weights_fname: str) -> Path | None:
+        """The folder of a config + weights layout: the source itself when it holds
+        ``cfg_fname``, or the folder of a source that is one of the two files; else None."""
+        if self.is_dir:
+            return self.path if (self.path / cfg_fname).is_file() else None
+        if (
+            self.path.name in {cfg_fname, weights_fname}
+            and (self.path.parent / cfg_fname).is_file()
+        ):
+            return self.path.parent
+        return None
 
     @cached_property
     def json_header(self) -> dict | None:

@@ -58,23 +58,15 @@ def save_sae(sae: SAE, dpath: str | Path, provenance: dict | None = None) -> Pat
     return dpath
 
 
-def _folder(probe: Probe) -> Path | None:
-    if probe.is_dir:
-        return probe.path if (probe.path / CONFIG_FNAME).is_file() else None
-    if probe.path.name in {CONFIG_FNAME, WEIGHTS_FNAME} and probe.sibling(CONFIG_FNAME):
-        return probe.path.parent
-    return None
-
-
 def detect(probe: Probe) -> Detection:
-    if _folder(probe) is not None:
+    if probe.folder_holding(CONFIG_FNAME, WEIGHTS_FNAME) is not None:
         return Detection(True)
     return Detection(False, f"no {CONFIG_FNAME} + {WEIGHTS_FNAME} folder")
 
 
 def load(probe: Probe, device: torch.device | str | None, dtype: torch.dtype | None) -> SAE:
     """Load a project-format folder; ValueError for a bad schema, config or weights."""
-    dpath = _folder(probe)
+    dpath = probe.folder_holding(CONFIG_FNAME, WEIGHTS_FNAME)
     assert dpath is not None, "load() called on a source detect() declined"
     config_fpath, weights_fpath = dpath / CONFIG_FNAME, dpath / WEIGHTS_FNAME
     try:

@@ -61,16 +61,8 @@ NORMALIZATIONS = {
 }
 
 
-def _folder(probe: Probe) -> Path | None:
-    if probe.is_dir:
-        return probe.path if (probe.path / CFG_FNAME).is_file() else None
-    if probe.path.name in {CFG_FNAME, WEIGHTS_FNAME} and probe.sibling(CFG_FNAME):
-        return probe.path.parent
-    return None
-
-
 def detect(probe: Probe) -> Detection:
-    if _folder(probe) is not None:
+    if probe.folder_holding(CFG_FNAME, WEIGHTS_FNAME) is not None:
         return Detection(True)
     return Detection(False, f"no {CFG_FNAME} + {WEIGHTS_FNAME} folder")
 
@@ -202,7 +194,7 @@ def _fold(w: dict[str, torch.Tensor], cfg: dict[str, Any], activation: str) -> d
 
 def load(probe: Probe, device: torch.device | str | None, dtype: torch.dtype | None) -> SAE:
     """Load a SAELens folder (see the module docstring for what each setting becomes)."""
-    dpath = _folder(probe)
+    dpath = probe.folder_holding(CFG_FNAME, WEIGHTS_FNAME)
     assert dpath is not None, "load() called on a source detect() declined"
     cfg_fpath = dpath / CFG_FNAME
     try:

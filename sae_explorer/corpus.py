@@ -53,6 +53,8 @@ TEXT_COLUMNS = ("text", "caption", "sentence", "prompt", "description", "title")
 LABEL_COLUMNS = ("label", "class", "category", "labels", "fine_label", "coarse_label")
 ID_COLUMNS = ("id", "item_id", "uid", "key")
 
+SOURCE_SEPARATOR = " + "
+"""Between the sources of a corpus read from several (``Corpus.source``)."""
 HF_DEFAULT_MAX_ITEMS = 10_000
 """A Hugging Face dataset is streamed; without ``max_items`` this many rows are read."""
 
@@ -159,7 +161,7 @@ def load_corpus(
             for item in part.items
         ]
         fingerprints = tuple(f for part in parts for f in part.fingerprints)
-        corpus = Corpus(items, " + ".join(part.source for part in parts), fingerprints)
+        corpus = Corpus(items, SOURCE_SEPARATOR.join(part.source for part in parts), fingerprints)
     if not corpus.items:
         raise ValueError(f"the corpus {corpus.source!r} is empty: it has no images or texts")
     return corpus

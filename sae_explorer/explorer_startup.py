@@ -91,8 +91,8 @@ def fallback_note(cfg: StartupConfig, err: Exception, status: hub.HubStatus) -> 
         why = f"{status.reason.split(': ', 1)[0]}; not in the local cache"
     elif type(err).__name__ in NETWORK_ERRORS or isinstance(err, ConnectionError | TimeoutError):
         why = "cannot reach the Hugging Face Hub (no network, or it is blocked)"
-    elif isinstance(err, OSError) and "cannot reach" not in text:
-        why = f"a download or file failed ({text[:160]})"
+    elif isinstance(err, OSError):
+        why = f"a download or file failed: {text[:160]}"
     else:
         why = text if len(text) <= 200 else text[:200] + "…"
     return (

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from sae_explorer.corpus import Modality
+from sae_explorer.corpus import SOURCE_SEPARATOR, Modality
 from sae_explorer.explorer import plots, quality
 
 if TYPE_CHECKING:
@@ -148,7 +148,9 @@ def models_table(explorer: Explorer) -> pd.DataFrame:
         ),
         ModelRow(
             "corpus",
-            " + ".join(public_id(part) for part in explorer.sources.corpus.split(" + ")),
+            SOURCE_SEPARATOR.join(
+                public_id(part) for part in explorer.sources.corpus.split(SOURCE_SEPARATOR)
+            ),
             (explorer.corpus_hash or "")[:16],
             f"{n} items",
         ),

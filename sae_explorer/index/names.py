@@ -14,6 +14,7 @@ import torch
 
 from sae_explorer import builtin
 from sae_explorer.atomic import atomic_save_npy
+from sae_explorer.corpus import SOURCE_SEPARATOR
 
 if TYPE_CHECKING:
     from sae_explorer.corpus import Corpus
@@ -37,7 +38,7 @@ def vocabulary_for(encoder: ClipEncoder, corpus: Corpus, cfg: PrecomputeConfig) 
 
     if cfg.vocabulary is not None:
         return Vocabulary(naming.load_vocabulary(cfg.vocabulary), str(cfg.vocabulary))
-    world = builtin.world_of(encoder.model_id, *corpus.source.split(" + "))
+    world = builtin.world_of(encoder.model_id, *corpus.source.split(SOURCE_SEPARATOR))
     source = f"wordfreq:en:{cfg.n_words}" + (f"+{world.name}" if world else "")
     return Vocabulary(naming.default_vocabulary(world and world.name, cfg.n_words), source)
 

@@ -11,6 +11,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
 from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
@@ -57,7 +58,7 @@ class InspectView(NamedTuple):
 
 
 def layout() -> InspectTab:
-    with gr.Tab("Inspect", id=TAB_ID), gr.Row():
+    with gr.Tab("Inspect", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)), gr.Row():
         query = gr.State(None)
         with gr.Column(scale=1, min_width=280):
             inputs = query_inputs("inspect", "Inspect", image_height=220)
@@ -95,7 +96,8 @@ def inspect_view(explorer: Explorer, query: Query) -> InspectView:
     result = explorer.inspect(query)
     return InspectView(
         query,
-        f"**Input:** {query.description}",
+        f"**Input:** {query.description}"
+        + address.link_markdown(address.query_link(TAB_ID, query)),
         diagnostics_markdown(result.diagnostics),
         result.levels_plot,
         result.table,

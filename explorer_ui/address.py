@@ -71,5 +71,5 @@ def script(tab_ids: tuple[str, ...]) -> str:
 SETTLED_JS = "() => { window.saeAddress && window.saeAddress.settled(); }"
 """Run after a Back / Forward reopened its link: follow the page again once it shows it."""
 
-LOCATION_JS = "(ignored) => [window.location.search]"
+LOCATION_JS = "(ignored, maxPercent) => [window.location.search, maxPercent]"
 """The reopen handler's input: the address the browser went back (or forward) to."""

@@ -137,7 +137,7 @@ def test_latent_page(client, explorer):
         5, api_name="/latent"
     )
     assert latent_id == 5
-    assert summary.startswith("### Latent 5") and "?tab=latent&latent=5" in summary
+    assert summary.startswith("### Latent 5") and 'href="?tab=latent&amp;latent=5"' in summary
     srcs = re.findall(r'<img src="gradio_api/file=([^"]+)"', gallery)
     assert srcs and all(Path(unquote(src)).is_file() for src in srcs)
     captions = [float(c) for c in re.findall(r"<figcaption>([^<]+)</figcaption>", gallery)]

@@ -261,18 +261,18 @@ def test_each_view_carries_the_link_that_reopens_it(explorer):
 
 
 def test_back_reopens_the_address_returned_to(explorer):
-    tabs, *rest = page.reopen(explorer, "?tab=latent&latent=4")
+    tabs, *rest = page.reopen(explorer, "?tab=latent&latent=4", 100.0)
     assert tabs.selected == "latent"
     latent = rest[len(InspectView._fields) :][: len(LatentView._fields)]
     assert latent[0] == 4
-    tabs, *rest = page.reopen(explorer, "")  # the first entry: the first tab
+    tabs, *rest = page.reopen(explorer, "", 100.0)  # the first entry: the first tab
     assert tabs.selected == "inspect" and all(isinstance(v, type(gr.skip())) for v in rest)
 
 
 def test_a_bad_link_warns_and_still_opens_its_tab(explorer):
     request = SimpleNamespace(query_params={"tab": "steer", "latent": "99999"})
     with pytest.warns(UserWarning, match="could not open the link: latent 99999 does not exist"):
-        tabs, *rest = page.open_link(explorer, request)
+        tabs, *rest = page.open_link(explorer, 100.0, request)
     assert tabs.selected == "steer"
     demo = build_demo(explorer)
     load = next(fn for fn in demo.fns.values() if fn.name == "open_link")
@@ -336,11 +336,36 @@ def test_inspect_explains_its_numbers(explorer, red_circle):
         assert column in inspect_tab.COLUMNS_HELP
 
 
+def test_the_dense_latent_control_hides_latents_denser_than_it(explorer, red_circle):
+    every = inspect_tab.inspect_view(explorer, red_circle)
+    frequencies = every.table["frequency"]
+    cut = float(frequencies.median())  # some of the input's top latents are denser than this
+    assert (frequencies > cut).any()
+    view = inspect_tab.inspect_view(explorer, red_circle, 100 * cut)
+    assert len(view.table) and (view.table["frequency"] <= cut).all()
+    n_hidden = explorer.inspect(red_circle, max_frequency=cut).n_hidden
+    assert n_hidden >= (frequencies > cut).sum()
+    assert f"{n_hidden} of its active latents hidden" in view.diagnostics
+    assert "hidden" not in every.diagnostics
+    # moving the control re-filters the session's input; before any input it changes nothing
+    assert inspect_tab.refilter(explorer, red_circle, 100 * cut).table.equals(view.table)
+    assert all(v == gr.skip() for v in inspect_tab.refilter(explorer, None, 10.0))
+    exported = json.loads(
+        Path(inspect_tab.export_inspect(explorer, red_circle, "json", 100 * cut)).read_text()
+    )
+    assert exported["summary"]["max_frequency"] == pytest.approx(cut)
+    assert all(row["frequency"] <= cut for row in exported["top_latents"])
+    with pytest.raises(ValueError, match=r"must be in \(0, 100\] %, got 0"):
+        inspect_tab.inspect_view(explorer, red_circle, 0)
+
+
 def test_clicking_a_corpus_example_inspects_it(explorer):
     page = latent_tab.latent_view(explorer, 5)
     items = re.findall(r'data-item="(\d+)"', page.top_images)
     assert items and 'class="thumbs clickable"' in page.top_images
-    tabs, *values = inspect_tab.open_item(explorer, gr.EventData(None, {"item": int(items[0])}))
+    tabs, *values = inspect_tab.open_item(
+        explorer, 50.0, gr.EventData(None, {"item": int(items[0])})
+    )
     assert tabs.selected == inspect_tab.TAB_ID
     view = inspect_tab.InspectView(*values)
     assert view.query.item == int(items[0]) and view.description.startswith(
@@ -348,7 +373,7 @@ def test_clicking_a_corpus_example_inspects_it(explorer):
     )
     table = pd.DataFrame({"item": [7, 9], "cosine": [0.9, 0.8]})
     evt = gr.SelectData(None, {"index": [1, 1], "value": 0.8, "row_value": [9, 0.8]})
-    tabs, *values = inspect_tab.open_item_row(explorer, table, evt)
+    tabs, *values = inspect_tab.open_item_row(explorer, table, 50.0, evt)
     assert inspect_tab.InspectView(*values).query.item == 9
     with pytest.raises(ValueError, match="click a thumbnail"):
-        inspect_tab.open_item(explorer, gr.EventData(None, {"latent": 3}))
+        inspect_tab.open_item(explorer, 100.0, gr.EventData(None, {"latent": 3}))

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # The heavy parts (torch, open_clip, gradio) only now that the flags are parsed.
     from explorer_ui import build_demo
     from explorer_ui.banner import loaded_summary
+    from explorer_ui.serving import queued
     from sae_explorer.explorer_startup import StartupError, load_explorer
 
     bar, progress = tqdm_progress()
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bar.close()
     logger.info("serving %s", loaded_summary(explorer))
-    demo = build_demo(explorer)
-    demo.queue(default_concurrency_limit=serve.concurrency, max_size=64)
+    demo = queued(build_demo(explorer), serve.concurrency)
     demo.launch(server_name=serve.host, server_port=serve.port, share=serve.share)
     return 0
 

@@ -249,3 +249,16 @@ def test_a_steer_link_opens_steer_with_its_text_filled_in(url, page):
     assert page.locator("#steer-desc").is_visible()  # the Steer tab is the one shown
     page.locator("#steer-decode").click()
     page.locator("#steer-cosine", has_text="1.0000").wait_for()  # nothing moved: the input
+
+
+def test_heatmaps_show_where_the_latents_fire(url, page, tmp_path):
+    image_fpath = tmp_path / "shape.png"
+    shapes.make_item(4, seed=5).image.save(image_fpath)
+    page.goto(url)
+    page.locator("#inspect-image input[type=file]").set_input_files(str(image_fpath))
+    page.locator("#inspect-diagnostics", has_text="Reconstruction").wait_for()
+    page.get_by_text("Where in the image (heatmaps)").click()
+    page.locator("#inspect-heat").click()
+    page.locator("#inspect-heatmaps img").first.wait_for()
+    assert page.locator("#inspect-heatmaps img").count() == 4  # the 4 strongest latents
+    screenshot(page, "heatmaps")

@@ -23,6 +23,7 @@ from explorer_ui import (
     address,
     banner,
     build_demo,
+    heatmap_panel,
     inputs,
     inspect_tab,
     latent_tab,
@@ -296,6 +297,7 @@ def test_the_page_offers_the_same_api(explorer):
         "add_edit",
         "steer",
         "sweep",
+        "heatmaps",
     }
 
 
@@ -377,3 +379,25 @@ def test_clicking_a_corpus_example_inspects_it(explorer):
     assert inspect_tab.InspectView(*values).query.item == 9
     with pytest.raises(ValueError, match="click a thumbnail"):
         inspect_tab.open_item(explorer, 100.0, gr.EventData(None, {"latent": 3}))
+
+
+def test_heatmaps_of_an_inspected_image(explorer, red_circle, tmp_path):
+    silent = lambda *args, **kwargs: None  # noqa: E731
+    item = int(explorer.items.index[explorer.items["modality"] == "image"][0])
+    query = explorer.item_query(item)
+    gallery = heatmap_panel.heatmap_gallery(explorer, query, None, "", "occlusion", silent)
+    top = [int(i) for i in explorer.top_latents(query, 4)["latent"]]
+    assert [caption.split()[0] for _, caption in gallery] == [f"#{i}" for i in top]
+    assert all(image.size == (shapes.IMAGE_SIZE,) * 2 for image, _ in gallery)
+    chosen = heatmap_panel.heatmap_gallery(explorer, query, None, "5, 3", "gradient", silent)
+    assert [caption.split()[0] for _, caption in chosen] == ["#5", "#3"]
+    upload = tmp_path / "shape.png"
+    shapes.make_item(2, seed=5).image.save(upload)
+    image_query = explorer.image_query(str(upload))
+    assert heatmap_panel.heatmap_gallery(
+        explorer, image_query, str(upload), "7", "occlusion", silent
+    )
+    with pytest.raises(ValueError, match="inspect an image first"):
+        heatmap_panel.heatmap_gallery(explorer, red_circle, None, "", "occlusion", silent)
+    with pytest.raises(ValueError, match="unknown heatmap method 'saliency'"):
+        heatmap_panel.heatmap_gallery(explorer, query, None, "3", "saliency", silent)

@@ -21,6 +21,7 @@ import torch
 from sae_explorer import builtin
 from sae_explorer.corpus import Corpus, Modality
 from sae_explorer.explorer import examples, export, names, quality, queries, thumbnails
+from sae_explorer.explorer import heatmaps as heatmaps_job
 from sae_explorer.explorer import inspect as inspect_job
 from sae_explorer.explorer import latent_page as latent_page_job
 from sae_explorer.explorer import steer as steer_job
@@ -199,6 +200,8 @@ class Explorer:
     # inspect.py, quality.py: one input
     inspect = inspect_job.inspect
     level_metrics = quality.level_metrics
+    # heatmaps.py: where in the image
+    heatmaps = heatmaps_job.heatmaps
     # examples.py, thumbnails.py: corpus items shown
     top_items = examples.top_items
     latent_activations = examples.latent_activations

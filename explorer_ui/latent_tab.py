@@ -15,6 +15,7 @@ from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
+from sae_explorer.coactivation import TreeNode
 from sae_explorer.explorer import Explorer, LatentPage
 
 TAB_ID = "latent"
@@ -34,6 +35,8 @@ class LatentTab(NamedTuple):
     top_texts: gr.Dataframe
     similar: gr.Dataframe
     quantiles: gr.Dataframe
+    family: gr.Dataframe
+    tree: gr.Markdown
     export: ExportControls
 
     @property
@@ -49,6 +52,8 @@ class LatentTab(NamedTuple):
             self.top_texts,
             self.similar,
             self.quantiles,
+            self.family,
+            self.tree,
         ]
 
 
@@ -64,6 +69,8 @@ class LatentView(NamedTuple):
     top_texts: pd.DataFrame
     similar: pd.DataFrame  # latent, cosine, names
     quantiles: pd.DataFrame
+    family: pd.DataFrame  # Matryoshka parents and children
+    tree: str  # markdown: the tree of its descendants, each a link
 
 
 def layout(explorer: Explorer) -> LatentTab:
@@ -99,6 +106,12 @@ def layout(explorer: Explorer) -> LatentTab:
                     "(quantile_bin 0 = weakest), not only the strongest",
                     interactive=False,
                 )
+                family = gr.Dataframe(
+                    label="Matryoshka parents and children (click to open): p_parent = "
+                    "P(parent active | child active), p_child = P(child active | parent active)",
+                    interactive=False,
+                )
+                tree = gr.Markdown(elem_id="latent-tree")
         export = export_controls("Export this latent")
     return LatentTab(
         latent_id,
@@ -114,6 +127,8 @@ def layout(explorer: Explorer) -> LatentTab:
         top_texts,
         similar,
         quantiles,
+        family,
+        tree,
         export,
     )
 
@@ -140,7 +155,7 @@ def wire(
         api_name="export_latent",
     )
     opened = [tabs, *tab.outputs]
-    for table in (*clickable_tables, tab.similar, tab.hits):
+    for table in (*clickable_tables, tab.similar, tab.hits, tab.family):
         table.select(bind(open_row, explorer), table, opened, api_visibility="private")
     for thumbs in clickable_thumbs:
         thumbs.click(bind(open_thumb, explorer), None, opened, api_visibility="private")
@@ -158,7 +173,25 @@ def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
         page.top_texts,
         page.similar,
         page.quantiles,
+        page.family,
+        tree_markdown(explorer, page.descendants),
     )
+
+
+def tree_markdown(explorer: Explorer, nodes: Sequence[TreeNode]) -> str:
+    """The descendant tree as a nested list of latent links with names, P(parent | child),
+    Matryoshka level and items; a latent shown twice is marked, not expanded again."""
+    if len(nodes) <= 1:
+        return "**Descendants:** none (no finer latent has this one as a parent)"
+    lines = [f"**Descendants of latent {nodes[0].latent}** (P(parent | child), level, items)"]
+    for node in nodes[1:]:
+        repeated = " · *shown above*" if node.repeated else ""
+        lines.append(
+            f"{'  ' * (node.depth - 1)}- [{node.latent}]({latent_link(node.latent)}) "
+            f"{explorer.names_text(node.latent, 2) or 'no names'} · {node.p_parent:.2f} · "
+            f"level {node.level} · {node.n_active} items{repeated}"
+        )
+    return "\n".join(lines)
 
 
 def summary_markdown(page: LatentPage) -> str:

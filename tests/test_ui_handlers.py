@@ -23,6 +23,7 @@ from explorer_ui import (
     address,
     banner,
     build_demo,
+    compare_tab,
     heatmap_panel,
     inputs,
     inspect_tab,
@@ -41,6 +42,7 @@ LABELS = "red, blue, green, yellow"
 HANDLER_MODULES = (
     address,
     banner,
+    compare_tab,
     inputs,
     inspect_tab,
     latent_tab,
@@ -298,6 +300,7 @@ def test_the_page_offers_the_same_api(explorer):
         "steer",
         "sweep",
         "heatmaps",
+        "compare",
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -124,3 +125,19 @@ def test_a_latent_without_relatives_says_so(explorer):
         pytest.skip("every latent of the small explorer has children")
     view = latent_tab.latent_view(explorer, lonely)
     assert view.tree.startswith("**Descendants:** none")
+
+
+def test_rows_of_the_compare_and_family_tables_open_their_latent(explorer):
+    from explorer_ui import build_demo
+
+    demo = build_demo(explorer)
+    selected = {
+        block_id for fn in demo.fns.values() for block_id, event in fn.targets if event == "select"
+    }
+    tables = {
+        block.label.split(" (")[0]: block_id
+        for block_id, block in demo.blocks.items()
+        if isinstance(block, gr.Dataframe) and block.label
+    }
+    assert tables["Each latent of A, its match in B"] in selected
+    assert tables["Matryoshka parents and children"] in selected

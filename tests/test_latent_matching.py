@@ -99,6 +99,7 @@ def test_different_widths_leave_the_wider_dictionarys_extra_latents_unmatched(a_
         (N_LATENTS - 20, 0) if a_is_wider else (0, N_LATENTS - 20)
     )
     assert s.summary.share_above_a == pytest.approx(1.0 if not a_is_wider else 20 / N_LATENTS)
+    assert s.summary.share_above_b == pytest.approx(1.0 if a_is_wider else 20 / N_LATENTS)
     assert np.isnan(s.correlation_a[s.unmatched_a]).all()
 
 

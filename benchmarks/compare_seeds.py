@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sae_explorer import load_sae
 from sae_explorer.encoder import load_encoder
+from sae_explorer.index import median_levels
 from sae_explorer.latent_matching import SAEComparison, compare_saes, modality_saes
 from sae_explorer.sae import SAE
 from sae_explorer.train import TrainConfig, train_sae
@@ -48,17 +49,13 @@ def train(x_nd: torch.Tensor, seed: int, epochs: float) -> SAE:
 
 
 def latent_levels(sae: SAE, x_nd: np.ndarray) -> np.ndarray:
-    """Median Matryoshka level of each latent over the items whose levels keep it (-1: none)."""
+    """Each latent's median Matryoshka level over the items whose levels keep it (-1: none), as
+    the index computes it."""
     with torch.inference_mode():
         levels_nl = sae.latent_levels(sae.encode(torch.from_numpy(x_nd))).numpy()
-    kept = np.where(levels_nl >= 0, levels_nl, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            median = np.nanmedian(kept, axis=0)
-    return np.where(np.isnan(median), -1, np.floor(median)).astype(np.int64)
+    n_levels = len(sae.nesting_list)
+    count_ln = np.stack([(levels_nl == j).sum(0) for j in range(n_levels)], axis=1)
+    return median_levels(count_ln, n_levels).astype(np.int64)
 
 
 def report(title: str, result: SAEComparison, levels_a: np.ndarray | None = None) -> None:

@@ -17,6 +17,7 @@ co-active latent look like a certain parent, out of each other's families.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -24,6 +25,9 @@ import numpy as np
 from scipy import sparse
 
 from sae_explorer.cli import doc
+
+COACTIVE_CACHE = 64
+"""Latents whose co-activation counts are kept (``n_latents`` int64 each: 12 MB at 24,576)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class Coactivations:
         self.n_latents = n_latents
         self.levels_l = np.asarray(levels_l, dtype=np.int64)
         self.count_l = np.bincount(ids, minlength=n_latents).astype(np.int64)
+        # A latent page asks for a latent's family, then its tree (the same family first).
+        self._coactive = functools.lru_cache(maxsize=COACTIVE_CACHE)(self._count_coactive)
 
     @classmethod
     def from_index(cls, index, top_k: int | None = None) -> Coactivations:
@@ -115,7 +121,10 @@ class Coactivations:
 
     def coactive(self, latent: int) -> np.ndarray:
         """int64 [n_latents]: items where ``latent`` and each latent are both active."""
-        self._check(latent)
+        counts = self._coactive(self._check(latent))
+        return counts.copy()
+
+    def _count_coactive(self, latent: int) -> np.ndarray:
         column = self.latents_nl[:, [latent]]
         return (column.T @ self.items_nl).toarray().ravel().astype(np.int64)
 
@@ -126,7 +135,7 @@ class Coactivations:
         if level < 0 or n_active == 0:
             empty = self._relatives(np.zeros(0, np.int64), np.zeros(0, np.int64), latent, True)
             return LatentFamily(latent, level, n_active, empty, empty)
-        both_l = self.coactive(latent)
+        both_l = self._coactive(latent)
         with np.errstate(invalid="ignore", divide="ignore"):
             p_given_l = both_l / self.count_l  # P(latent | other)
         is_parent = (self.levels_l >= 0) & (self.levels_l < level)

@@ -156,3 +156,18 @@ def test_an_image_trained_sae_encodes_texts_through_their_own_statistics(x_nd, i
     np.testing.assert_allclose(views.text.mean.numpy(), text_mean, atol=1e-5)
     both = random_sae(9)
     assert modality_saes(both, x_nd, is_image_n).shared  # says nothing: its own statistics
+
+
+def test_correlations_over_at_most_max_items_spread_evenly(x_nd, is_image_n):
+    a, b = random_sae(10), random_sae(11)
+    views = [modality_saes(sae, x_nd, is_image_n) for sae in (a, b)]
+    result = compare_saes(*views, x_nd, is_image_n, CompareConfig(max_items=50))
+    assert result.summary.n_items == 50
+    rows = np.unique(np.linspace(0, N_ITEMS - 1, 50).round().astype(int))
+    pairs_a = np.arange(N_LATENTS)
+    expected = activation_correlation(
+        *views, x_nd[rows], is_image_n[rows], pairs_a, result.matching.b_of_a
+    )
+    np.testing.assert_array_equal(result.correlation_a, expected)
+    everything = compare_saes(*views, x_nd, is_image_n, CompareConfig(max_items=None))
+    assert everything.summary.n_items == N_ITEMS

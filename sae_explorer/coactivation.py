@@ -5,8 +5,8 @@ finer latents it is a parent of.
 "Active" is what the index stores per item: the item's top-K codes (``codes_*.npy``, every
 positive latent when an item has at most K, else its K largest). Counts come from one binary
 ``[n_items, n_latents]`` sparse matrix over those codes, kept in CSR (item rows) and CSC (latent
-columns): memory is ``O(nnz)`` (about 12 bytes per stored code, ~150 MB for 100k items x 128
-codes), never ``n_latents^2``. The family of one latent is one sparse vector-matrix product,
+columns): memory is ``O(nnz)`` (16 bytes per stored code: ~190 MB for 100k items x 128 codes,
+224 MB peak measured), never ``n_latents^2``. The family of one latent is one sparse vector-matrix product,
 ``O(n_active(latent) x K)``, so nothing is precomputed beyond the two matrices.
 
 Levels are the index's per-latent Matryoshka level (median first level keeping the latent,

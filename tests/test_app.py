@@ -143,9 +143,19 @@ def test_ten_thousand_character_text_works(client):
 
 
 def test_latent_page(client, explorer):
-    latent_id, summary, gallery, quant_gallery, hist, names, texts, similar, quant = client.predict(
-        5, api_name="/latent"
-    )
+    (
+        latent_id,
+        summary,
+        gallery,
+        quant_gallery,
+        hist,
+        names,
+        texts,
+        similar,
+        quant,
+        family,
+        tree,
+    ) = client.predict(5, api_name="/latent")
     assert latent_id == 5
     assert summary.startswith("### Latent 5") and 'href="?tab=latent&amp;latent=5"' in summary
     srcs = re.findall(r'<img src="gradio_api/file=([^"]+)"', gallery)
@@ -167,6 +177,16 @@ def test_latent_page(client, explorer):
     assert names["headers"] == ["name", "score"]
     assert texts["headers"] == ["value", "text"]
     assert len(quant["data"]) > 0
+    assert family["headers"] == [
+        "relation",
+        "latent",
+        "level",
+        "p_parent",
+        "p_child",
+        "n_both",
+        "names",
+    ]
+    assert tree.startswith("**Descendants")
 
 
 def test_search(client):

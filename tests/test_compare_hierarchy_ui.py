@@ -141,3 +141,13 @@ def test_rows_of_the_compare_and_family_tables_open_their_latent(explorer):
     }
     assert tables["Each latent of A, its match in B"] in selected
     assert tables["Matryoshka parents and children"] in selected
+
+
+def test_a_latent_export_carries_its_family(explorer, tmp_path):
+    import json
+
+    latent = latent_with_children(explorer)
+    payload = json.loads(explorer.export_latent(latent, tmp_path, "json").read_text())
+    expected = explorer.family_table(latent)
+    assert [row["latent"] for row in payload["family"]] == expected["latent"].tolist()
+    assert [row["relation"] for row in payload["family"]] == expected["relation"].tolist()

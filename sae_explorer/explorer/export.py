@@ -80,6 +80,7 @@ def export_latent(
         "quantiles": page.quantiles,
         "names": page.names,
         "similar": page.similar,
+        "family": page.family,
     }
     summary = page.summary._asdict()
     return write_export(explorer, f"latent-{page.latent_id}", summary, tables, dpath, fmt)

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
+from explorer_ui import address
 from explorer_ui.wiring import bind
 from sae_explorer.explorer import Explorer
 from sae_explorer.latent_matching import ComparisonSummary, SAEComparison
@@ -37,7 +38,7 @@ class CompareView(NamedTuple):
 
 
 def layout() -> CompareTab:
-    with gr.Tab("Compare", id=TAB_ID):
+    with gr.Tab("Compare", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)):
         gr.Markdown(
             "Compare the loaded SAE (**A**) with a second SAE (**B**) of the same CLIP: latents "
             "are matched one-to-one by decoder cosine (Hungarian algorithm) and each pair's "

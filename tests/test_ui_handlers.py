@@ -263,6 +263,13 @@ def test_each_view_carries_the_link_that_reopens_it(explorer):
     assert "page-link" not in inspect_view(explorer, upload).description  # nothing to link to
 
 
+def test_every_tab_is_followed_by_the_address_bar(explorer):
+    demo = build_demo(explorer)
+    tabs = [b for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+    assert sorted(t.id for t in tabs) == sorted(page.TABS)
+    assert all(t.elem_id == address.tab_panel_id(t.id) for t in tabs)  # what address.js watches
+
+
 def test_back_reopens_the_address_returned_to(explorer):
     tabs, *rest = page.reopen(explorer, "?tab=latent&latent=4", 100.0)
     assert tabs.selected == "latent"

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # The heavy parts (torch, open_clip, gradio) only now that the flags are parsed.
     from explorer_ui import build_demo
     from explorer_ui.banner import loaded_summary
+    from explorer_ui.sessions import app_kwargs
     from sae_explorer.explorer_startup import StartupError, load_explorer
 
     bar, progress = tqdm_progress()
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("serving %s", loaded_summary(explorer))
     demo = build_demo(explorer)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=64)
-    demo.launch(server_name=serve.host, server_port=serve.port, share=serve.share)
+    demo.launch(
+        server_name=serve.host, server_port=serve.port, share=serve.share, app_kwargs=app_kwargs()
+    )
     return 0
 
 

@@ -74,11 +74,12 @@ def launched_app(explorer: Explorer, concurrency: int | None = None) -> Iterator
     queues it; yields its URL."""
     import app
     from explorer_ui import build_demo
+    from explorer_ui.sessions import app_kwargs
 
     demo = build_demo(explorer)
     demo.queue(default_concurrency_limit=concurrency or app.DEFAULT_CONCURRENCY)
     port = free_port()
-    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, app_kwargs=app_kwargs())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

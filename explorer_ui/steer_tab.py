@@ -126,8 +126,7 @@ def layout() -> SteerTab:
             with gr.Column():
                 gr.Markdown("**Top latents of the input** (drag to set a value)")
                 sliders = [
-                    SteerSlider(minimum=0, maximum=1, visible=False, label=f"latent {i}")
-                    for i in range(N_SLIDERS)
+                    SteerSlider(0, 1, visible=False, label=f"latent {i}") for i in range(N_SLIDERS)
                 ]
                 edits = edit_controls()
                 labels = gr.Textbox(

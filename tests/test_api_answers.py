@@ -127,8 +127,10 @@ def test_left_out_sliders_are_unchanged(explorer):
 
 
 def test_a_slider_has_no_value_to_document_and_passes_none(explorer):
-    slider = SteerSlider(minimum=0, maximum=2)
-    assert slider.value is None and slider.get_config().get("value") is None
+    slider = SteerSlider(0, 2, visible=False, label="latent 1")
+    config = slider.get_config()
+    assert "value" not in config  # nothing for the API to document as the default
+    assert (config["minimum"], config["maximum"], config["visible"]) == (0, 2, False)
     assert slider.preprocess(None) is None and slider.preprocess(1.5) == 1.5
     with pytest.raises(Exception, match="greater than maximum"):
         slider.preprocess(3.0)

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from explorer_ui import build_demo
     from explorer_ui.banner import loaded_summary
     from explorer_ui.serving import queued
+    from explorer_ui.sessions import app_kwargs
     from sae_explorer.explorer_startup import StartupError, load_explorer
 
     bar, progress = tqdm_progress()
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     logger.info("serving %s", loaded_summary(explorer))
     demo = queued(build_demo(explorer), serve.concurrency)
-    demo.launch(server_name=serve.host, server_port=serve.port, share=serve.share)
+    demo.launch(
+        server_name=serve.host, server_port=serve.port, share=serve.share, app_kwargs=app_kwargs()
+    )
     return 0
 
 

@@ -76,7 +76,9 @@ class LatentView(NamedTuple):
 def layout(explorer: Explorer) -> LatentTab:
     with gr.Tab("Latent", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)):
         with gr.Row():
-            latent_id = gr.Number(label="Latent id", minimum=0, elem_id="latent-id")
+            # No minimum: Gradio's range check fails with a TypeError on an API string such as
+            # "3.0"; the handler checks the id itself (whole, in range) with a clear message.
+            latent_id = gr.Number(label="Latent id", elem_id="latent-id")
             open_button = gr.Button("Open", size="sm")
             search = gr.Textbox(label="…or search names", placeholder="e.g. blue")
             search_button = gr.Button("Search", size="sm")
@@ -162,6 +164,9 @@ def wire(
 
 
 def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
+    """The page of one latent. ``latent`` is what the Number input hands over (a float, never
+    rounded: 1.5 is refused, 3.0 is latent 3) or a deep link's or API caller's string ("3.0" is
+    latent 3, "NaN" is refused: never a name search)."""
     page = explorer.latent_page(latent)
     return LatentView(
         page.latent_id,

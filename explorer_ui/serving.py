@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import gradio as gr
 
 from explorer_ui.page import build_demo
+from explorer_ui.sessions import app_kwargs
 from sae_explorer.explorer import Explorer
 
 MAX_QUEUE = 64
@@ -27,7 +28,7 @@ def served(explorer: Explorer, concurrency: int) -> Iterator[str]:
     until the block ends; yields its URL."""
     demo = queued(build_demo(explorer), concurrency)
     port = free_port()
-    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, app_kwargs=app_kwargs())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

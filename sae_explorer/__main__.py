@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.precompute",
         "encode a corpus and build the latent activation index",
     ),
+    "verify": ("sae_explorer.index.verify", "check an index folder's files against its checksums"),
 }
 
 

@@ -17,8 +17,11 @@ can be configured from its settings page; command-line flags override them.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from sae_explorer.checkpoints import load_sae
 from sae_explorer.checkpoints.hub import HUB_PREFIXES
 from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.explorer import Explorer
+from sae_explorer.index.cache import CacheError
 from sae_explorer.progress import Progress
 from sae_explorer.startup_config import AUTO, BUILTIN, StartupConfig, config_from_env
 
@@ -145,20 +149,31 @@ def _load(
         lookup = release_names.fetch_release_names(sae_source, sae_model.n_latents, list_files)
         names = lookup.names
         details["release_names"] = names.source if names else f"none ({lookup.reason})"
-    explorer = Explorer.from_sources(
-        clip=cfg.clip,
-        pretrained=cfg.pretrained,
-        sae=sae_source,
-        corpus=cfg.corpus,
-        cache_dir=cache_dir,
-        device=cfg.device,
-        progress=progress,
-        max_items=cfg.max_items,
-        note=note,
-        encoder=encoder,
-        sae_model=sae_model,
-        release_names=names,
-    )
+
+    def from_sources(cache_dpath: Path, note: str) -> Explorer:
+        return Explorer.from_sources(
+            clip=cfg.clip,
+            pretrained=cfg.pretrained,
+            sae=sae_source,
+            corpus=cfg.corpus,
+            cache_dir=cache_dpath,
+            device=cfg.device,
+            progress=progress,
+            max_items=cfg.max_items,
+            note=note,
+            encoder=encoder,
+            sae_model=sae_model,
+            release_names=names,
+        )
+
+    try:
+        explorer = from_sources(cache_dir, note)
+    except CacheError as e:  # a full disk or a read-only cache: this run on a temporary one
+        logger.warning("%s", e)
+        try:
+            explorer = from_sources(temporary_cache_dpath(e), f"{note} {TEMPORARY}".strip())
+        except CacheError as again:
+            raise StartupError(f"{e}; and on a temporary cache: {again}") from again
     explorer.sources.details.update(details)
     return explorer
 
@@ -183,3 +198,24 @@ def world_explorer(
     loaded = load_corpus(source)
     index = precompute(encoder, sae, loaded, Path(cache_dpath), PrecomputeConfig(n_words=0))
     return Explorer(encoder, sae, index, loaded, Sources(world, world, source))
+
+
+TEMPORARY = (
+    "The cache could not be written (a full disk, or read-only without this index; the server "
+    "log says which). This run uses a temporary cache: the index is built again at every start "
+    "until the cache is fixed."
+)
+"""The banner's words when the cache could not be used and a temporary one was (no server
+path: visitors see it)."""
+
+
+def temporary_cache_dpath(err: CacheError) -> Path:
+    """A fresh cache folder for this run only, removed at exit; ``StartupError`` when even that
+    cannot be made."""
+    try:
+        dpath = Path(tempfile.mkdtemp(prefix="sae-explorer-cache-"))
+    except OSError as e:
+        raise StartupError(f"{err}; no temporary cache either: {e}") from e
+    atexit.register(shutil.rmtree, dpath, ignore_errors=True)
+    logger.warning("using a temporary cache for this run: %s", dpath)
+    return dpath

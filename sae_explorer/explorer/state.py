@@ -110,8 +110,7 @@ class Explorer:
         with torch.inference_mode():
             self.dictionary_ld = self.sae.get_dictionary().float().cpu()
         if thumbs_dpath is None:
-            thumbs_dpath = thumbnails.thumbs_dpath_for(index.dpath)
-            thumbnails.prune_thumb_folders(thumbs_dpath)
+            thumbs_dpath = thumbnails.usable_thumbs_dpath(index.dpath)
         self.thumbs_dpath = Path(thumbs_dpath)
         self.logit_scale = steer_job.clip_logit_scale(encoder)
         self._overview: Overview | None = None

@@ -3,9 +3,12 @@ thumbnails of a latent's strongest images."""
 
 from __future__ import annotations
 
+import atexit
 import io
+import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -16,6 +19,8 @@ from sae_explorer.explorer import examples
 
 if TYPE_CHECKING:
     from sae_explorer.explorer.state import Explorer
+
+log = logging.getLogger(__name__)
 
 THUMB_PX = 96
 
@@ -51,6 +56,23 @@ def thumbs_dpath_for(index_dpath: Path) -> Path:
     parent = index_dpath.parent
     root = parent.parent / "thumbs" if parent.name == "index" else parent / "thumbs"
     return root / index_dpath.name
+
+
+def usable_thumbs_dpath(index_dpath: Path) -> Path:
+    """The thumbnail folder of an index (:func:`thumbs_dpath_for`, pruned), or a temporary
+    one, removed at exit, when the cache cannot be written (a read-only or full cache)."""
+    dpath = thumbs_dpath_for(index_dpath)
+    try:
+        prune_thumb_folders(dpath)
+        probe = dpath / f".write-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return dpath
+    except OSError as e:
+        tmp_dpath = Path(tempfile.mkdtemp(prefix="sae-explorer-thumbs-"))
+        atexit.register(shutil.rmtree, tmp_dpath, ignore_errors=True)
+        log.warning("cannot write thumbnails to %s (%s); using %s", dpath, e, tmp_dpath)
+        return tmp_dpath
 
 
 def prune_thumb_folders(thumbs_dpath: Path, keep: int = MAX_THUMB_FOLDERS) -> list[Path]:

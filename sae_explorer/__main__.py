@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.precompute",
         "encode a corpus and build the latent activation index",
     ),
+    "evaluate": (
+        "sae_explorer.evaluation.cli",
+        "MSAE's metrics and CLIP zero-shot fidelity of an SAE on a corpus, per level",
+    ),
 }
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _explorer_helpers import explorer_over, small_explorer
 
+from explorer_ui import overview_tab
 from sae_explorer import __main__ as entry
 from sae_explorer.checkpoints import load_sae
 from sae_explorer.encoder import ClipEncoder
@@ -350,3 +352,30 @@ def test_the_command_says_why_there_is_no_fidelity_without_labels(tmp_path, caps
     assert "has a label" in capsys.readouterr().out
     assert evaluate_cli.main([*args, "--labels", "color"]) == 2
     assert "no label column 'color'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the Overview
+def test_the_overview_plots_fidelity_per_level_for_a_labelled_corpus(tmp_path):
+    explorer = small_explorer(tmp_path / "cache", n_items=60)
+    overview = explorer.overview()
+    assert overview.fidelity_plot is not None and overview.fidelity_note == ""
+    levels = list(explorer.sae.cfg.levels)
+    agreement = {t.name: list(t.y) for t in overview.fidelity_plot.data if "agreement" in t.name}
+    assert set(agreement) == {f"{a}: agreement" for a in shapes.ATTRIBUTES}
+    rows = {(r.task, r.cut): r for r in overview.evaluation.fidelity if r.modality == "image"}
+    cuts = overview.evaluation.cuts[: len(levels)]
+    assert agreement["color: agreement"] == [rows[("attr_color", cut)].agreement for cut in cuts]
+    corpus = {r.cut: r for r in overview.evaluation.corpus_rows()}
+    assert overview.stats.level_fvu == [corpus[cut].fvu_clip for cut in cuts]
+    recon, fidelity = overview_tab.metrics_tables(overview)
+    assert len(recon) == len(overview.evaluation.reconstruction) and "CKNNA(x, z)" in recon
+    assert list(fidelity["labels"].unique()) == [f"attr_{a}" for a in shapes.ATTRIBUTES]
+
+
+def test_the_overview_says_in_words_why_an_unlabelled_corpus_has_no_fidelity(tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(shapes.all_captions()[:30]))
+    overview = explorer_over(str(texts), tmp_path / "cache").overview()
+    assert overview.fidelity_plot is None
+    assert overview.fidelity_note.startswith("No zero-shot fidelity: none of the 30 items")
+    assert len(overview_tab.metrics_tables(overview)) == 1

@@ -302,9 +302,18 @@ def test_the_command_writes_stamped_reports_from_the_cached_index(tmp_path, monk
 
     monkeypatch.setattr(ClipEncoder, "encode_pixels", no_encoding)
     monkeypatch.setattr(ClipEncoder, "encode_images", no_encoding)
+    texts_encoded: list[list[str]] = []
+    encode_texts = ClipEncoder.encode_texts
+
+    def counted(self, texts, *a, **k):
+        texts_encoded.append(list(texts))
+        return encode_texts(self, texts, *a, **k)
+
+    monkeypatch.setattr(ClipEncoder, "encode_texts", counted)
     out = tmp_path / "second"
     assert evaluate_cli.main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    assert texts_encoded == [["a"]]  # the width probe at load; the prompts came from the cache
     sae_hash = load_sae("builtin:shapes").content_hash
     report = json.loads((out / JSON_FNAME).read_text())
     first = json.loads((tmp_path / "first" / JSON_FNAME).read_text())

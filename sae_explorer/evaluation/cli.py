@@ -87,7 +87,7 @@ def evaluate_sources(args: argparse.Namespace, cfg: EvaluationConfig, progress):
         encoder, sae, corpus, cache, PrecomputeConfig(names=False), lambda f, m: progress(0, m)
     )
     t0 = time.perf_counter()
-    evaluation = evaluate_index(encoder, sae, index, cfg, progress)
+    evaluation = evaluate_index(encoder, sae, index, cfg, progress, cache)
     stamp = EvaluationStamp(
         clip=encoder.model_id,
         clip_hash=clip_hash(encoder.cache_id),
@@ -101,20 +101,26 @@ def evaluate_sources(args: argparse.Namespace, cfg: EvaluationConfig, progress):
     return Report(stamp, cfg, evaluation, time.perf_counter() - t0)
 
 
-def evaluate_index(encoder, sae, index, cfg: EvaluationConfig, progress=None):
-    """Evaluate ``sae`` over an index's cached embeddings; CLIP encodes only class prompts."""
+def evaluate_index(
+    encoder, sae, index, cfg: EvaluationConfig, progress=None, cache_root: Path | None = None
+):
+    """Evaluate ``sae`` over an index's cached embeddings; CLIP encodes only the class prompts,
+    whose embeddings are cached beside the vocabularies' under ``cache_root`` when given (a
+    full-size text tower takes seconds for a few dozen prompts on a CPU)."""
     from sae_explorer.evaluation.run import evaluate, label_tasks, prompts_for_items
     from sae_explorer.explorer.steer import clip_logit_scale
+    from sae_explorer.index.names import vocabulary_embeddings
+
+    def encode_texts(texts: list[str]):
+        if cache_root is None:
+            return encoder.encode_texts(texts)
+        return vocabulary_embeddings(encoder, texts, cache_root, lambda f, m: None)
 
     items = index.items
     tasks = label_tasks(items, cfg.labels)
+    logit_scale = clip_logit_scale(encoder)
     prompts = prompts_for_items(
-        items,
-        tasks,
-        encoder.model_id,
-        encoder.encode_texts,
-        clip_logit_scale(encoder),
-        cfg.templates,
+        items, tasks, encoder.model_id, encode_texts, logit_scale, cfg.templates
     )
     saes = index.input_stats.saes(sae)
     return evaluate(saes, index.embeddings, items, prompts, cfg, progress)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,6 +17,8 @@ from sae_explorer.sae import SAE
 
 CutKind = Literal["level", "topk", "inference"]
 CUT_KINDS: tuple[CutKind, ...] = ("level", "topk", "inference")
+SPARSE_DECODE_FRACTION = 8
+"""Levels keeping at most n_latents / 8 latents are decoded from their indices."""
 
 
 class Cut(NamedTuple):
@@ -57,6 +60,25 @@ class Codes(NamedTuple):
         active = torch.zeros(self.n_latents, dtype=torch.bool, device=self.values_bk.device)
         active[self.indices_bk[self.values_bk != 0]] = True
         return active
+
+    def kernel(self) -> Tensor:
+        """The linear kernel [b, b] of the codes (codes @ codes^T): a sparse product for compact
+        codes of a small level, a dense one otherwise."""
+        if self.dense_bl is not None or self.values_bk.shape[1] * 8 > self.n_latents:
+            codes_bl = self.dense().float()
+            return codes_bl @ codes_bl.T
+        import scipy.sparse
+
+        b, k = self.values_bk.shape
+        codes = scipy.sparse.csr_matrix(
+            (
+                self.values_bk.float().reshape(-1).cpu().numpy(),
+                self.indices_bk.reshape(-1).cpu().numpy(),
+                np.arange(0, b * k + 1, k),
+            ),
+            shape=(b, self.n_latents),
+        )
+        return torch.from_numpy((codes @ codes.T).toarray().astype(np.float32))
 
     def dense(self) -> Tensor:
         if self.dense_bl is not None:
@@ -101,7 +123,9 @@ def run_cuts(sae: SAE, x_bd: Tensor, cuts: Sequence[Cut]) -> BatchCuts:
     outputs: list[CutOutput] = []
     levels = [c for c in cuts if c.kind == "level"]
     if levels:
-        out = sae.level_forward(xm_bd)
+        # levels up to n_latents / 8 decoded from their top-k indices: the same numbers as the
+        # dense decode, cheaper for a batch than a [b, n_latents] matmul per level
+        out = sae.level_forward(xm_bd, sparse_decode_max_k=sae.n_latents // SPARSE_DECODE_FRACTION)
         assert len(out.recons) == len(levels) == len(sae.cfg.levels), "one level per nesting k"
         level_codes = _level_codes(sae, out)
         for cut, recon_m, codes in zip(levels, out.recons, level_codes):

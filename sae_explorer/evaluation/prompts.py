@@ -92,7 +92,7 @@ def log_probs(x_bd: Tensor, prompts: Sequence[ClassPrompts]) -> list[Tensor]:
     """Zero-shot log-probabilities of each task [b, n_classes]: log-softmax of the scaled
     cosines to its class embeddings (one product for all tasks)."""
     x_bd = torch.nn.functional.normalize(x_bd.float(), dim=-1)
-    scaled_cd = torch.cat([p.logit_scale * p.embeddings_cd for p in prompts])
+    scaled_cd = torch.cat([p.logit_scale * p.embeddings_cd for p in prompts]).float()
     logits_bc = x_bd @ scaled_cd.T
     parts = logits_bc.split([len(p.classes) for p in prompts], dim=-1)
     return [part.log_softmax(-1) for part in parts]

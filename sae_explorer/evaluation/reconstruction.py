@@ -40,6 +40,37 @@ class ReconstructionRow(NamedTuple):
     cknna_recon: float | None  # CKNNA(x, x_hat), as MSAE's train.py computes it
 
 
+class InputSums(NamedTuple):
+    """What every cut of a batch needs of its inputs, computed once per batch."""
+
+    x_bd: torch.Tensor  # CLIP space
+    xm_bd: torch.Tensor  # SAE input space
+    x_norm_b: torch.Tensor
+    xm_norm_b: torch.Tensor
+    xm_var_b: torch.Tensor  # variance over features
+    sq_norm: float  # sum |x|^2
+    sum_d: np.ndarray  # sum x
+
+
+@torch.inference_mode()
+def input_sums(x_bd: torch.Tensor, xm_bd: torch.Tensor) -> InputSums:
+    x_bd, xm_bd = x_bd.float(), xm_bd.float()
+    return InputSums(
+        x_bd,
+        xm_bd,
+        x_bd.norm(dim=-1),
+        xm_bd.norm(dim=-1),
+        xm_bd.var(-1),
+        float((x_bd.double() ** 2).sum()),
+        x_bd.double().sum(0).cpu().numpy(),
+    )
+
+
+def _cosine_b(a_bd: torch.Tensor, a_norm_b: torch.Tensor, b_bd: torch.Tensor) -> torch.Tensor:
+    """Per-row cosine (eps as ``torch.cosine_similarity``'s), with a's norms given."""
+    return (a_bd * b_bd).sum(-1) / (a_norm_b * b_bd.norm(dim=-1)).clamp_min(1e-8)
+
+
 class ReconstructionSums:
     """Running sums of one cut over one group of items, merged batch by batch (and group by
     group for the whole corpus)."""
@@ -53,18 +84,18 @@ class ReconstructionSums:
         self.active_l = np.zeros(n_latents, dtype=bool)
 
     @torch.inference_mode()
-    def add(self, x_bd: torch.Tensor, xm_bd: torch.Tensor, out: CutOutput) -> None:
-        err_m_bd = xm_bd - out.recon_model_bd
-        self.n += int(x_bd.shape[0])
-        self.fvu += float((err_m_bd.var(-1) / xm_bd.var(-1)).double().sum())
-        self.cosine += float(torch.cosine_similarity(xm_bd, out.recon_model_bd, dim=-1).sum())
+    def add(self, inputs: InputSums, out: CutOutput) -> None:
+        recon_m_bd, recon_bd = out.recon_model_bd.float(), out.recon_bd.float()
+        self.n += int(inputs.x_bd.shape[0])
+        fvu_b = (inputs.xm_bd - recon_m_bd).var(-1) / inputs.xm_var_b
+        self.fvu += float(fvu_b.double().sum())
+        self.cosine += float(_cosine_b(inputs.xm_bd, inputs.xm_norm_b, recon_m_bd).double().sum())
         self.l0 += float(out.codes.l0_b().double().sum())
         self.active_l |= out.codes.active_l().cpu().numpy()
-        x64_bd = x_bd.double()
-        self.sq_err += float(((x64_bd - out.recon_bd.double()) ** 2).sum())
-        self.cosine_clip += float(torch.cosine_similarity(x_bd, out.recon_bd, dim=-1).sum())
-        self.sq_norm += float((x64_bd**2).sum())
-        self.sum_d += x64_bd.sum(0).cpu().numpy()
+        self.sq_err += float(((inputs.x_bd - recon_bd) ** 2).sum(-1).double().sum())
+        self.cosine_clip += float(_cosine_b(inputs.x_bd, inputs.x_norm_b, recon_bd).double().sum())
+        self.sq_norm += inputs.sq_norm
+        self.sum_d += inputs.sum_d
 
     def merged(self, other: ReconstructionSums) -> ReconstructionSums:
         out = ReconstructionSums(self.n_latents, len(self.sum_d))

@@ -26,7 +26,11 @@ from sae_explorer.evaluation.prompts import (
     log_probs,
     templates_for,
 )
-from sae_explorer.evaluation.reconstruction import ReconstructionRow, ReconstructionSums
+from sae_explorer.evaluation.reconstruction import (
+    ReconstructionRow,
+    ReconstructionSums,
+    input_sums,
+)
 from sae_explorer.modality_stats import ModalitySAEs
 from sae_explorer.progress import Progress
 
@@ -166,47 +170,82 @@ def evaluate(
     report = progress or (lambda frac, msg: None)
     modality_n = items["modality"].to_numpy()
     rows_of = {m: np.flatnonzero(modality_n == m) for m in MODALITIES}
-    rows_of = {m: rows for m, rows in rows_of.items() if len(rows)}
-    n_batches = sum(-(-len(rows) // cfg.batch_size) for rows in rows_of.values())
-    recon: list[ReconstructionRow] = []
-    fidelity: list[FidelityRow] = []
-    per_class: list[ClassFidelityRow] = []
-    sums_by_modality: dict[str, dict[Cut, ReconstructionSums]] = {}
-    done = 0
-    for modality, rows in rows_of.items():
-        sae = saes.of(modality)
-        cuts = cuts_of(sae, cfg.ks)
-        labels = {p.task: _class_indices(items[p.task].to_numpy()[rows], p) for p in prompts}
-        sums = {cut: ReconstructionSums(sae.n_latents, sae.n_inputs) for cut in cuts}
-        fid = {(p.task, cut): FidelitySums(len(p.classes)) for p in prompts for cut in cuts}
-        for start in range(0, len(rows), cfg.batch_size):
-            chunk = slice(start, start + cfg.batch_size)
-            x_bd = torch.from_numpy(np.asarray(x_nd[rows[chunk]], dtype=np.float32))
-            batch = run_cuts(sae, x_bd, cuts)
-            for out in batch.outputs:
-                sums[out.cut].add(batch.x_bd, batch.xm_bd, out)
-            if prompts:
-                chunk_labels = [torch.from_numpy(labels[p.task][chunk]) for p in prompts]
-                _add_fidelity(fid, prompts, batch, chunk_labels)
-            done += 1
-            report(done / (n_batches + 1), f"{modality}s: batch {done} of {n_batches}")
-        report(done / (n_batches + 1), f"{modality}s: CKNNA on a sample")
-        scores = _cknna_scores(sae, x_nd, rows, cuts, cfg)
-        for cut in cuts:
-            recon.append(sums[cut].row(modality, cut.name, cut.k, *scores[cut]))
-            for p in prompts:
-                if fid[(p.task, cut)].n_c.sum() > 0:
-                    fidelity.append(fid[(p.task, cut)].row(p.task, modality, cut.name, cut.k))
-                    per_class += fid[(p.task, cut)].class_rows(
-                        p.task, modality, cut.name, p.classes
-                    )
-        sums_by_modality[modality] = sums
-    if len(sums_by_modality) > 1:
-        recon += _whole_corpus_rows(sums_by_modality)
+    batches_of = {m: _batches(len(rows), cfg) for m, rows in rows_of.items() if len(rows)}
+    n_batches = sum(len(batches) for batches in batches_of.values())
+    out = ModalityResults([], [], [], {})
+    offset = 0  # batches of the modalities before this one
+    for modality, batches in batches_of.items():
+
+        def batch_done(i: int, modality: str = modality, offset: int = offset) -> None:
+            report((offset + i) / n_batches, f"{modality}s: batch {offset + i} of {n_batches}")
+
+        sae, rows = saes.of(modality), rows_of[modality]
+        _evaluate_modality(sae, x_nd, items, rows, batches, prompts, cfg, batch_done, out)
+        offset += len(batches)
+    recon = out.reconstruction
+    if len(out.sums) > 1:
+        recon = recon + _whole_corpus_rows(out.sums)
     report(1.0, "evaluation done")
-    note = "" if fidelity else _fidelity_note(items, prompts)
-    names = [cut.name for cut in cuts_of(next(iter(saes)), cfg.ks)]
-    return Evaluation(saes.image.n_latents, names, recon, fidelity, per_class, note)
+    note = "" if out.fidelity else _fidelity_note(items, prompts)
+    names = [cut.name for cut in cuts_of(saes.image, cfg.ks)]
+    return Evaluation(saes.image.n_latents, names, recon, out.fidelity, out.per_class, note)
+
+
+class ModalityResults(NamedTuple):
+    """What each modality adds (lists and dict grown in place)."""
+
+    reconstruction: list[ReconstructionRow]
+    fidelity: list[FidelityRow]
+    per_class: list[ClassFidelityRow]
+    sums: dict[str, dict[Cut, ReconstructionSums]]
+
+
+def _batches(n: int, cfg: EvaluationConfig) -> list[np.ndarray]:
+    """Positions of each batch among a modality's n rows: first the CKNNA sample (evenly
+    spread), as one batch, so CKNNA reads the pass's own outputs; then the rest in order."""
+    sample = spread_indices(n, cfg.cknna_items)
+    rest = np.setdiff1d(np.arange(n), sample)
+    return [sample] + [rest[i : i + cfg.batch_size] for i in range(0, len(rest), cfg.batch_size)]
+
+
+def _evaluate_modality(
+    sae,
+    x_nd: np.ndarray,
+    items: pd.DataFrame,
+    rows: np.ndarray,
+    batches: list[np.ndarray],
+    prompts: Sequence[ClassPrompts],
+    cfg: EvaluationConfig,
+    batch_done: Callable[[int], None],
+    out: ModalityResults,
+) -> None:
+    """One modality's rows, batch by batch; its rows and sums are added to ``out``."""
+    modality = str(items["modality"].iloc[rows[0]])
+    cuts = cuts_of(sae, cfg.ks)
+    labels = {p.task: _class_indices(items[p.task].to_numpy()[rows], p) for p in prompts}
+    sums = {cut: ReconstructionSums(sae.n_latents, sae.n_inputs) for cut in cuts}
+    fid = {(p.task, cut): FidelitySums(len(p.classes)) for p in prompts for cut in cuts}
+    scores: dict[Cut, tuple[float | None, float | None]] = {}
+    for i, positions in enumerate(batches):
+        x_bd = torch.from_numpy(np.asarray(x_nd[rows[positions]], dtype=np.float32))
+        batch = run_cuts(sae, x_bd, cuts)
+        inputs = input_sums(batch.x_bd, batch.xm_bd)
+        for cut_out in batch.outputs:
+            sums[cut_out.cut].add(inputs, cut_out)
+        if prompts:
+            batch_labels = [torch.from_numpy(labels[p.task][positions]) for p in prompts]
+            _add_fidelity(fid, prompts, batch, batch_labels)
+        if i == 0:  # the CKNNA sample
+            scores = _cknna_scores(batch, cfg.cknna_k)
+        batch_done(i + 1)
+    for cut in cuts:
+        out.reconstruction.append(sums[cut].row(modality, cut.name, cut.k, *scores[cut]))
+        for p in prompts:
+            task_sums = fid[(p.task, cut)]
+            if task_sums.n_c.sum() > 0:
+                out.fidelity.append(task_sums.row(p.task, modality, cut.name, cut.k))
+                out.per_class.extend(task_sums.class_rows(p.task, modality, cut.name, p.classes))
+    out.sums[modality] = sums
 
 
 def _class_indices(values_n: np.ndarray, prompts: ClassPrompts) -> np.ndarray:
@@ -233,25 +272,19 @@ def _add_fidelity(
                 )
 
 
-def _cknna_scores(
-    sae, x_nd: np.ndarray, rows: np.ndarray, cuts: list[Cut], cfg: EvaluationConfig
-) -> dict[Cut, tuple[float | None, float | None]]:
-    """CKNNA(x, codes) and CKNNA(x, x_hat) of each cut, on an evenly spread sample of the rows
-    (all of them up to ``cknna_items``), x in the SAE's input space; None when too few items."""
-    sample = rows[spread_indices(len(rows), cfg.cknna_items)]
-    if len(sample) <= max(cfg.cknna_k, 3):
-        return {cut: (None, None) for cut in cuts}
-    x_bd = torch.from_numpy(np.asarray(x_nd[sample], dtype=np.float32))
-    batch = run_cuts(sae, x_bd, cuts)
+def _cknna_scores(batch: BatchCuts, k: int) -> dict[Cut, tuple[float | None, float | None]]:
+    """CKNNA(x, codes) and CKNNA(x, x_hat) of each cut over the items of ``batch`` (the evenly
+    spread sample), x in the SAE's input space; None when there are too few items."""
+    if batch.x_bd.shape[0] <= max(k, 3):
+        return {out.cut: (None, None) for out in batch.outputs}
     xm_bd = batch.xm_bd.float()
     kernel_x = xm_bd @ xm_bd.T
     scores = {}
     for out in batch.outputs:
-        codes_bl = out.codes.dense().float()
         recon_bd = out.recon_model_bd.float()
         scores[out.cut] = (
-            cknna_of_kernels(kernel_x, codes_bl @ codes_bl.T, cfg.cknna_k),
-            cknna_of_kernels(kernel_x, recon_bd @ recon_bd.T, cfg.cknna_k),
+            cknna_of_kernels(kernel_x, out.codes.kernel(), k),
+            cknna_of_kernels(kernel_x, recon_bd @ recon_bd.T, k),
         )
     return scores
 

@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sae_explorer.evaluation.report import text_table, write_report
 
+    written = write_report(report, args.out)  # first: a closed pipe must not lose the files
     print(text_table(report))
-    for fpath in write_report(report, args.out):
-        print(f"wrote {fpath}")
+    print(f"evaluated in {report.seconds:.1f} s; wrote " + ", ".join(map(str, written)))
     return 0
 
 

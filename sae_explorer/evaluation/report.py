@@ -112,7 +112,8 @@ def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "–"
         if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+            text = f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+            return "0.0000" if text == "-0.0000" else text  # rounding noise around zero
         return str(v)
 
     return frame.astype(object).map(cell)

@@ -388,3 +388,21 @@ def test_the_overview_says_in_words_why_an_unlabelled_corpus_has_no_fidelity(tmp
     assert overview.fidelity_plot is None
     assert overview.fidelity_note.startswith("No zero-shot fidelity: none of the 30 items")
     assert len(overview_tab.metrics_tables(overview)) == 1
+
+
+def test_the_command_line_reads_lists_and_template_files(tmp_path):
+    from sae_explorer.cli import dataclass_from_args
+
+    base = ["--clip", "c", "--sae", "s", "--corpus", "x"]
+    parser = evaluate_cli.build_parser()
+    args = parser.parse_args([*base, "--templates", "a {}.; art of the {}", "--ks", "8, 32"])
+    cfg = dataclass_from_args(EvaluationConfig, args)
+    assert cfg.templates == ("a {}.", "art of the {}") and cfg.ks == (8, 32)
+    listed = tmp_path / "templates.txt"
+    listed.write_text("a photo of a {}.\n\nitap of a {}.\n")
+    args = parser.parse_args([*base, "--templates", str(listed), "--labels", "color,size"])
+    cfg = dataclass_from_args(EvaluationConfig, args)
+    assert cfg.templates == ("a photo of a {}.", "itap of a {}.")
+    assert cfg.labels == ("color", "size")
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--ks", "8,many"])

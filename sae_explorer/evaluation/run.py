@@ -1,12 +1,13 @@
 """One evaluation of an SAE over the embeddings of an index: reconstruction metrics, CKNNA and
 spliced fidelity at every cut, image and text items separately, in one pass over the embeddings
-(batches of one modality at a time, each through that modality's input statistics) plus one small
-pass over an evenly spread sample for CKNNA."""
+(batches of one modality at a time, each through that modality's input statistics; the first
+batch of each is an evenly spread sample, on which CKNNA is computed)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -47,8 +48,7 @@ def _ks(raw: str) -> tuple[int, ...]:
 
 
 def _templates(raw: str) -> tuple[str, ...]:
-    from pathlib import Path
-
+    """Templates separated by ';', or a ``.txt`` file of them, one per line."""
     if raw.endswith(".txt") and Path(raw).is_file():
         lines = Path(raw).read_text(encoding="utf-8").splitlines()
         return tuple(line.strip() for line in lines if line.strip())

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "encode a corpus and build the latent activation index",
     ),
     "verify": ("sae_explorer.index.verify", "check an index folder's files against its checksums"),
+    "evaluate": (
+        "sae_explorer.evaluation.cli",
+        "MSAE's metrics and CLIP zero-shot fidelity of an SAE on a corpus, per level",
+    ),
 }
 
 

@@ -214,6 +214,21 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, at: Layout, fill) -> None
         raise AssertionError(f"unhandled shape {shape!r}")
 
 
+def prompt_templates(attribute: str) -> list[str]:
+    """Zero-shot templates for one attribute (``label`` is the shape, the corpus's label): every
+    world caption with ``{}`` in that attribute's slot, the other attributes enumerated, so that
+    a class's prompts are exactly the captions holding it. Empty for an unknown attribute."""
+    attribute = "shape" if attribute == "label" else attribute
+    if attribute not in ATTRIBUTES:
+        return []
+    others = [name for name in ATTRIBUTES if name != attribute]
+    templates = []
+    for values in itertools.product(*(ATTRIBUTES[name] for name in others)):
+        slots = dict(zip(others, values), **{attribute: "{}"})
+        templates.append(caption(slots))
+    return templates
+
+
 def vocabulary() -> list[str]:
     """The world's attribute values, backgrounds as "<colour> background": names for its latents."""
     out = []

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
 from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
-from explorer_ui.wiring import bind
+from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
 
 TAB_ID = "inspect"
@@ -95,7 +95,7 @@ def inspect_view(explorer: Explorer, query: Query) -> InspectView:
     result = explorer.inspect(query)
     return InspectView(
         query,
-        f"**Input:** {query.description}",
+        f"**Input:** {markdown_text(query.description)}",
         diagnostics_markdown(result.diagnostics),
         result.levels_plot,
         result.table,

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.precompute",
         "encode a corpus and build the latent activation index",
     ),
+    "publish": (
+        "sae_explorer.publish",
+        "upload an index with its thumbnails to a Hub dataset repo (app.py --index hf-hub:...)",
+    ),
 }
 
 

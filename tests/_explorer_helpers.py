@@ -69,16 +69,20 @@ def explorer_over(corpus_source: str, cache_dpath: Path) -> Explorer:
 
 
 @contextmanager
-def launched_app(explorer: Explorer, concurrency: int | None = None) -> Iterator[str]:
-    """``explorer_ui.build_demo(explorer)`` served on a free local port, queued as ``app.py``
-    queues it; yields its URL."""
+def launched_app(
+    explorer: Explorer, concurrency: int | None = None, limits: Any = None
+) -> Iterator[str]:
+    """``explorer_ui.build_demo(explorer)`` served on a free local port with the limits
+    ``app.py`` serves it with (``limits``: others); yields its URL."""
     import app
     from explorer_ui import build_demo
+    from explorer_ui.serving import prepare_serving
 
     demo = build_demo(explorer)
-    demo.queue(default_concurrency_limit=concurrency or app.DEFAULT_CONCURRENCY)
+    limits = limits or app.ServeConfig(concurrency=concurrency or app.DEFAULT_CONCURRENCY).limits()
+    kwargs = prepare_serving(demo, explorer, limits)
     port = free_port()
-    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

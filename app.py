@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -140,6 +141,10 @@ def tqdm_progress() -> tuple[Any, Callable[[float, str], None]]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     startup, serve = parse_args(argv)
+    # Uploads and files handed out go to one folder of their own, which serving keeps bounded.
+    os.environ.setdefault(
+        "GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "sae-explorer-gradio")
+    )
     # The heavy parts (torch, open_clip, gradio) only now that the flags are parsed.
     from explorer_ui import build_demo
     from explorer_ui.banner import loaded_summary

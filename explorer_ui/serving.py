@@ -1,7 +1,7 @@
 """How the page is served so that no single request, and no crowd of them, can take the server
 down: one concurrency limit shared by every endpoint, a deadline per request, a cap on request
-bodies and uploads, Gradio's cache cleaned on a schedule, few and expiring sessions, and
-thumbnails served from a route that names no server folder.
+bodies and uploads, Gradio's cache folder kept bounded in age and size, few and expiring
+sessions, and thumbnails served from a route that names no server folder.
 
 ``prepare_serving(demo, explorer, limits)`` applies the limits to a built page and returns the
 keyword arguments of ``demo.launch``; ``app.py`` and the tests launch through it alike.
@@ -9,14 +9,19 @@ keyword arguments of ``demo.launch``; ``app.py`` and the tests launch through it
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
@@ -52,12 +57,17 @@ class ServeLimits(NamedTuple):
     max_upload_mb: float = 20.0
     max_sessions: int = 500
     session_ttl_s: int = 3600
-    cache_check_s: int = 600  # how often Gradio's cache is swept
-    cache_ttl_s: int = 3600  # uploads and copied exports older than this are deleted
+    cache_check_s: int = 30  # how often Gradio's cache is swept
+    cache_ttl_s: int = 600  # uploads and handed-out exports older than this are deleted
+    max_cache_mb: float = 1024.0  # and the oldest beyond this size
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_cache_bytes(self) -> int:
+        return int(self.max_cache_mb * 1024 * 1024)
 
     @property
     def max_body_bytes(self) -> int:
@@ -144,6 +154,54 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def sweep_folder(dpath: Path, max_bytes: int, max_age_s: float) -> int:
+    """Delete the files under ``dpath`` older than ``max_age_s``, then the oldest until the rest
+    fit in ``max_bytes`` (then empty folders); returns how many files were deleted. Files that
+    vanish meanwhile are skipped."""
+    files = []
+    for fpath in Path(dpath).rglob("*"):
+        with contextlib.suppress(OSError):
+            if fpath.is_file():
+                stat = fpath.stat()
+                files.append((stat.st_mtime, stat.st_size, fpath))
+    files.sort(reverse=True)  # newest first
+    now, kept_bytes, removed = time.time(), 0, 0
+    for mtime, size, fpath in files:
+        if now - mtime <= max_age_s and kept_bytes + size <= max_bytes:
+            kept_bytes += size
+            continue
+        with contextlib.suppress(OSError):
+            fpath.unlink()
+            removed += 1
+    for folder in sorted((p for p in Path(dpath).rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only empty ones
+    return removed
+
+
+def cache_sweeper(limits: ServeLimits) -> Callable[[Any], Any]:
+    """A lifespan keeping Gradio's upload and cache folder bounded in age and size while the
+    server runs (Gradio's own cache deletion is by age only, and only of files it tracks)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(limits.cache_check_s)
+                await asyncio.to_thread(
+                    sweep_folder, Path(get_upload_folder()), limits.max_cache_bytes,
+                    limits.cache_ttl_s,
+                )  # fmt: skip
+
+        task = asyncio.create_task(sweep())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan
+
+
 THUMB_NAME = re.compile(r"^[0-9]{1,6}$"), re.compile(r"^[0-9]{1,12}\.webp$")
 
 
@@ -165,8 +223,9 @@ def thumbs_route(explorer: Explorer) -> Route:
 
 def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) -> dict[str, Any]:
     """Apply ``limits`` to the built page (its queue, every event's concurrency group, session
-    state lifetimes, cache sweeping, the request runner) and return ``demo.launch``'s keyword
-    arguments for the rest (upload and body caps, sessions kept, the thumbnail route)."""
+    state lifetimes, Gradio's cache deletion, the request runner) and return ``demo.launch``'s
+    keyword arguments for the rest (upload and body caps, sessions kept, the thumbnail route,
+    the sweep keeping Gradio's cache folder bounded)."""
     RUNNER.configure(limits.concurrency, limits.request_timeout_s)
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=64)
     for fn in demo.fns.values():
@@ -182,5 +241,6 @@ def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) ->
         "app_kwargs": {
             "middleware": [Middleware(BodyLimit, max_bytes=limits.max_body_bytes)],
             "routes": [thumbs_route(explorer)],
+            "lifespan": cache_sweeper(limits),
         },
     }

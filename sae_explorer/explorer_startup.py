@@ -155,7 +155,7 @@ def _load(
         names = lookup.names
         details["release_names"] = names.source if names else f"none ({lookup.reason})"
     if cfg.index is not None:
-        explorer = _load_published(cfg, cache_dir, encoder, sae_model, names, progress)
+        explorer = _load_published(cfg, sae_source, encoder, sae_model, names, progress)
         explorer.sources.details.update(details)
         return explorer
     explorer = Explorer.from_sources(
@@ -178,7 +178,7 @@ def _load(
 
 def _load_published(
     cfg: StartupConfig,
-    cache_dir: Path,
+    sae_source: str,
     encoder: ClipEncoder | None,
     sae_model: SAE,
     names: ReleaseNames | None,
@@ -189,6 +189,7 @@ def _load_published(
     from sae_explorer.encoder import load_encoder
     from sae_explorer.explorer import Sources
 
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dpath()
     ref = hub_index.HubIndexRef.parse(cfg.index)
     published = hub_index.open_published(hub_index.fetch(ref, cache_dir, progress))
     if progress is not None:
@@ -198,7 +199,7 @@ def _load_published(
     corpus = published.record.corpus.get("source", "published index")
     sources = Sources(
         clip=encoder.model_id,
-        sae=cfg.sae if cfg.sae != AUTO else str(published.record.sae.get("source")),
+        sae=sae_source,
         corpus=f"{corpus} (published as {ref})",
         details={"index": str(ref)},
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import os
 import threading
 import time
 
@@ -126,6 +127,7 @@ def test_serving_limits_are_applied(explorer):
     assert demo.delete_cache == (LIMITS.cache_check_s, LIMITS.cache_ttl_s)
     assert kwargs["state_session_capacity"] == 7 and kwargs["max_file_size"] == 1024 * 1024
     assert serving.RUNNER.concurrency == 1
+    assert kwargs["app_kwargs"]["lifespan"] is not None  # the cache sweep runs with the server
 
 
 def test_the_default_concurrency_is_sized_to_the_machine(monkeypatch):
@@ -170,3 +172,19 @@ def test_no_server_path_reaches_a_visitor(explorer, url):
     assert httpx.get(url + thumb).status_code == 200
     for bad in ("96/..%2F..%2Fmanifest.json", "96/1.png", "x/1.webp", "96/99999.webp"):
         assert httpx.get(f"{url}gradio_api/thumbs/{bad}").status_code == 404
+
+
+def test_the_cache_folder_stays_bounded_in_age_and_size(tmp_path):
+    """Gradio's folder (uploads, exports handed out) loses files older than the limit, then the
+    oldest until the rest fit."""
+    now = time.time()
+    ages = {"new.png": 10, "newer.png": 5, "mid.png": 100, "old.png": 700}
+    for name, age in ages.items():
+        fpath = tmp_path / name.split(".")[0] / name
+        fpath.parent.mkdir()
+        fpath.write_bytes(b"x" * 400)
+        os.utime(fpath, (now - age, now - age))
+    removed = serving.sweep_folder(tmp_path, max_bytes=1000, max_age_s=600)
+    left = sorted(p.name for p in tmp_path.rglob("*.png"))
+    assert removed == 2 and left == ["new.png", "newer.png"]  # old: too old; mid: over 1000 B
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "newer"]  # empty folders go

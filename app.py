@@ -27,9 +27,15 @@ from sae_explorer.startup_config import ENV_PREFIX, StartupConfig
 
 logger = logging.getLogger("sae_explorer.app")
 
-DEFAULT_CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
-"""Requests served at once, over all endpoints together, sized to the machine: one per core, at
-most 4 (the models already use every core for one request; more only adds memory and jitter)."""
+
+def default_concurrency() -> int:
+    """Requests served at once, over all endpoints together, sized to the machine: one per core,
+    at most 4 (the models already use every core for one request; more only adds memory and
+    queueing jitter)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+DEFAULT_CONCURRENCY = default_concurrency()
 
 
 @dataclass(frozen=True)

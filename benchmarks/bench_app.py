@@ -33,8 +33,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from _explorer_helpers import free_port, small_explorer  # noqa: E402
 
-from app import DEFAULT_CONCURRENCY  # noqa: E402
+from app import DEFAULT_CONCURRENCY, ServeConfig  # noqa: E402
 from explorer_ui import build_demo  # noqa: E402
+from explorer_ui.serving import prepare_serving  # noqa: E402
 from explorer_ui.steer_tab import N_SLIDERS, moved_slider_edits  # noqa: E402
 from sae_explorer.worlds import shapes  # noqa: E402
 
@@ -105,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dpath = Path(tmp)
         explorer = small_explorer(tmp_dpath / "cache", n_items=args.items)
-        demo = build_demo(explorer)
-        demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
+        demo = build_demo(explorer)  # served as app.py serves it, limits included
+        launch_kwargs = prepare_serving(demo, explorer, ServeConfig().limits())
         port = free_port()
-        demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+        demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
         # Like a browser: image files are fetched on their own, not as part of the round trip;
         # plain HTTP to localhost needs no TLS context per request.
         client = Client(

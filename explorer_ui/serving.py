@@ -13,7 +13,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,12 +40,6 @@ THUMBS_ROUTE = "gradio_api/thumbs"
 front proxy passes it to Python as it does Gradio's own routes)."""
 BODY_MARGIN_BYTES = 1 << 20
 """Room above the upload limit for a request's other fields and multipart framing."""
-
-
-def default_concurrency() -> int:
-    """Requests served at once, sized to the machine: one per core, at most 4 (the models use
-    every core for one request already; more only adds memory and queueing jitter)."""
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 class ServeLimits(NamedTuple):
@@ -119,8 +112,8 @@ class RequestRunner:
             ) from None
 
 
-RUNNER = RequestRunner(default_concurrency(), ServeLimits(1).request_timeout_s)
-"""The process's runner; :func:`prepare_serving` sizes it."""
+RUNNER = RequestRunner(1, ServeLimits(1).request_timeout_s)
+"""The process's runner; :func:`prepare_serving` sizes it (``app.py``: to the machine)."""
 
 
 class BodyLimit:

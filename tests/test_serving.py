@@ -131,10 +131,10 @@ def test_serving_limits_are_applied(explorer):
 
 
 def test_the_default_concurrency_is_sized_to_the_machine(monkeypatch):
-    monkeypatch.setattr(serving.os, "cpu_count", lambda: 16)
-    assert serving.default_concurrency() == 4
-    monkeypatch.setattr(serving.os, "cpu_count", lambda: 2)
-    assert serving.default_concurrency() == 2
+    monkeypatch.setattr(app.os, "cpu_count", lambda: 16)
+    assert app.default_concurrency() == 4
+    monkeypatch.setattr(app.os, "cpu_count", lambda: 2)
+    assert app.default_concurrency() == 2
     assert app.parse_args([], {"SAE_EXPLORER_CONCURRENCY": "3"}).serve.concurrency == 3
 
 

@@ -16,8 +16,9 @@ import contextvars
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gradio as gr
 from gradio.utils import get_upload_folder
@@ -42,7 +43,8 @@ BODY_MARGIN_BYTES = 1 << 20
 """Room above the upload limit for a request's other fields and multipart framing."""
 
 
-class ServeLimits(NamedTuple):
+@dataclass(frozen=True)
+class ServeLimits:
     """What one server allows (``app.py``'s serving flags)."""
 
     concurrency: int

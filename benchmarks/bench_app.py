@@ -23,20 +23,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
-from _explorer_helpers import free_port, small_explorer  # noqa: E402
-
-from app import DEFAULT_CONCURRENCY, ServeConfig  # noqa: E402
-from explorer_ui import build_demo  # noqa: E402
-from explorer_ui.serving import prepare_serving  # noqa: E402
+from app import DEFAULT_CONCURRENCY  # noqa: E402
+from explorer_ui.inspect_tab import ALL_PERCENT  # noqa: E402
+from explorer_ui.serving import free_port, queued, served  # noqa: E402
 from explorer_ui.steer_tab import N_SLIDERS, moved_slider_edits  # noqa: E402
+from sae_explorer.explorer_startup import world_explorer  # noqa: E402
 from sae_explorer.worlds import shapes  # noqa: E402
 
 LABELS = "red, blue, green, yellow, circle, square"
@@ -101,99 +101,112 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=500, help="shapes in the corpus (x2 items)")
     args = parser.parse_args(argv)
 
-    from gradio_client import Client, handle_file
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dpath = Path(tmp)
-        explorer = small_explorer(tmp_dpath / "cache", n_items=args.items)
-        demo = build_demo(explorer)  # served as app.py serves it, limits included
-        launch_kwargs = prepare_serving(demo, explorer, ServeConfig().limits())
-        port = free_port()
-        demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
-        # Like a browser: image files are fetched on their own, not as part of the round trip;
-        # plain HTTP to localhost needs no TLS context per request.
-        client = Client(
-            f"http://127.0.0.1:{port}/", verbose=False, download_files=False, ssl_verify=False
-        )
-
-        echo = echo_demo()
-        echo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
-        echo_port = free_port()
-        echo.launch(server_port=echo_port, prevent_thread_lock=True, quiet=True)
-        echo_client = Client(
-            f"http://127.0.0.1:{echo_port}/", verbose=False, download_files=False, ssl_verify=False
-        )
-
-        rest = RestClient(f"http://127.0.0.1:{port}/")
-        image_fpath = tmp_dpath / "shape.png"
-        shapes.make_item(3, seed=7).image.save(image_fpath)
-        text = "a large red circle on a white background"
-        rest.call("steer_start_text", text)
-        latent = int(explorer.inspect(explorer.text_query(text)).table["latent"][0])
-        start = client.predict(text, api_name="/steer_start_text")
-        values = [s["value"] for s in start[1:]]
-        values[0] = 0.0  # one real edit: zero the strongest latent
-        steer_query = explorer.text_query(text)
-        slider_latents = [int(v) for v in explorer.top_latents(steer_query, N_SLIDERS)["latent"]]
-        initial = [[i, s["value"]] for i, s in zip(slider_latents, start[1:])]
-        edits = moved_slider_edits(initial, values)  # what the app decodes: the moved slider
-        assert len(edits) == 1, edits
-
-        Call = Callable[[], object]
-        actions: dict[str, tuple[Call, Call, Call]] = {
-            "inspect text": (
-                lambda: explorer.inspect(explorer.text_query(text)),
-                lambda: client.predict(text, api_name="/inspect_text"),
-                lambda: rest.call("inspect_text", text),
-            ),
-            "inspect image": (
-                lambda: explorer.inspect(explorer.image_query(image_fpath)),
-                lambda: client.predict(handle_file(image_fpath), api_name="/inspect_image"),
-                lambda: rest.call("inspect_image", rest.upload(image_fpath)),
-            ),
-            "latent": (
-                lambda: explorer.latent_page(latent),
-                lambda: client.predict(latent, api_name="/latent"),
-                lambda: rest.call("latent", latent),
-            ),
-            "steer": (
-                lambda: explorer.steer(steer_query, edits, LABELS),
-                lambda: client.predict(LABELS, *values, api_name="/steer"),
-                lambda: rest.call("steer", LABELS, *values),
-            ),
-        }
-        print(
-            f"world: {explorer.sources.clip} + {explorer.sources.sae}, corpus "
-            f"{len(explorer.items)} items, {args.calls} calls per kind, interleaved"
-        )
-        print(
-            f"{'action':<14} {'bare p50/p95':>15} {'client p50/p95':>15} {'ratio':>6} "
-            f"{'floor':>6} {'http p50/p95':>15} {'ratio':>6}  target: <= 1.3x bare + 20 ms (p50)"
-        )
-        all_ok = True
-        for name, (bare, round_trip, http_call) in actions.items():
-            bare(), round_trip(), http_call()  # warm caches (thumbnails, label embeddings)
-            bare_s, app_s, floor_s, http_s = [], [], [], []
-            for _ in range(args.calls):
-                bare_s.append(timed(bare))
-                app_s.append(timed(round_trip))
-                http_s.append(timed(http_call))
-                floor_s.append(timed(lambda: echo_client.predict("x", api_name="/echo")))
-            b50, b95 = percentiles(bare_s)
-            a50, a95 = percentiles(app_s)
-            h50, h95 = percentiles(http_s)
-            f50, _ = percentiles(floor_s)
-            client_ok = a50 <= 1.3 * b50 + 20.0
-            http_ok = h50 <= 1.3 * b50 + 20.0
-            all_ok &= http_ok
+        explorer = world_explorer(tmp_dpath / "cache", n_items=args.items)
+        with served(explorer, DEFAULT_CONCURRENCY) as url, served_echo() as echo_url:
+            actions = app_actions(explorer, url, tmp_dpath)
             print(
-                f"{name:<14} {b50:6.1f}/{b95:6.1f}ms {a50:6.1f}/{a95:6.1f}ms {a50 / b50:5.2f}x "
-                f"{f50:4.0f}ms {h50:6.1f}/{h95:6.1f}ms {h50 / b50:5.2f}x  "
-                f"client {'ok' if client_ok else 'missed'}, http {'ok' if http_ok else 'missed'}"
+                f"world: {explorer.sources.clip} + {explorer.sources.sae}, corpus "
+                f"{len(explorer.items)} items, {args.calls} calls per kind, interleaved"
             )
-        demo.close()
+            return 0 if compare(actions, client_for(echo_url), args.calls) else 1
+
+
+Call = Callable[[], object]
+
+
+def client_for(url: str):
+    """A gradio_client that fetches files on their own (as a browser does), not in the round
+    trip; plain HTTP to localhost needs no TLS context per request."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False, ssl_verify=False)
+
+
+@contextmanager
+def served_echo() -> Iterator[str]:
+    echo = queued(echo_demo(), DEFAULT_CONCURRENCY)
+    port = free_port()
+    echo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
         echo.close()
-    return 0 if all_ok else 1
+
+
+def app_actions(explorer, url: str, tmp_dpath: Path) -> dict[str, tuple[Call, Call, Call]]:
+    """Each action as (the bare library call, the gradio_client call, the REST call)."""
+    from gradio_client import handle_file
+
+    client, rest = client_for(url), RestClient(url)
+    image_fpath = tmp_dpath / "shape.png"
+    shapes.make_item(3, seed=7).image.save(image_fpath)
+    text = "a large red circle on a white background"
+    rest.call("steer_start_text", text)
+    latent = int(explorer.inspect(explorer.text_query(text)).table["latent"][0])
+    start = client.predict(text, api_name="/steer_start_text")
+    sliders = start[1 : 1 + N_SLIDERS]  # after the description; the states are not in the API
+    values = [s["value"] for s in sliders]
+    values[0] = 0.0  # one real edit: zero the strongest latent
+    steer_query = explorer.text_query(text)
+    slider_latents = [int(v) for v in explorer.top_latents(steer_query, N_SLIDERS)["latent"]]
+    initial = [[i, s["value"]] for i, s in zip(slider_latents, sliders)]
+    edits = moved_slider_edits(initial, values)  # what the app decodes: the moved slider
+    assert len(edits) == 1, edits
+    return {
+        "inspect text": (
+            lambda: explorer.inspect(explorer.text_query(text)),
+            lambda: client.predict(text, api_name="/inspect_text"),
+            lambda: rest.call("inspect_text", text, ALL_PERCENT),
+        ),
+        "inspect image": (
+            lambda: explorer.inspect(explorer.image_query(image_fpath)),
+            lambda: client.predict(handle_file(image_fpath), api_name="/inspect_image"),
+            lambda: rest.call("inspect_image", rest.upload(image_fpath), ALL_PERCENT),
+        ),
+        "latent": (
+            lambda: explorer.latent_page(latent),
+            lambda: client.predict(latent, api_name="/latent"),
+            lambda: rest.call("latent", latent),
+        ),
+        "steer": (
+            lambda: explorer.steer(steer_query, edits, LABELS),
+            lambda: client.predict(LABELS, *values, api_name="/steer"),
+            lambda: rest.call("steer", LABELS, *values),
+        ),
+    }
+
+
+def compare(actions: dict[str, tuple[Call, Call, Call]], echo_client, n_calls: int) -> bool:
+    """Time each action's three calls interleaved with the echo floor; print; True when every
+    REST round trip meets the target."""
+    print(
+        f"{'action':<14} {'bare p50/p95':>15} {'client p50/p95':>15} {'ratio':>6} "
+        f"{'floor':>6} {'http p50/p95':>15} {'ratio':>6}  target: <= 1.3x bare + 20 ms (p50)"
+    )
+    all_ok = True
+    for name, (bare, round_trip, http_call) in actions.items():
+        bare(), round_trip(), http_call()  # warm caches (thumbnails, label embeddings)
+        bare_s, app_s, floor_s, http_s = [], [], [], []
+        for _ in range(n_calls):
+            bare_s.append(timed(bare))
+            app_s.append(timed(round_trip))
+            http_s.append(timed(http_call))
+            floor_s.append(timed(lambda: echo_client.predict("x", api_name="/echo")))
+        b50, b95 = percentiles(bare_s)
+        a50, a95 = percentiles(app_s)
+        h50, h95 = percentiles(http_s)
+        f50, _ = percentiles(floor_s)
+        client_ok = a50 <= 1.3 * b50 + 20.0
+        http_ok = h50 <= 1.3 * b50 + 20.0
+        all_ok &= http_ok
+        print(
+            f"{name:<14} {b50:6.1f}/{b95:6.1f}ms {a50:6.1f}/{a95:6.1f}ms {a50 / b50:5.2f}x "
+            f"{f50:4.0f}ms {h50:6.1f}/{h95:6.1f}ms {h50 / b50:5.2f}x  "
+            f"client {'ok' if client_ok else 'missed'}, http {'ok' if http_ok else 'missed'}"
+        )
+    return all_ok
 
 
 if __name__ == "__main__":

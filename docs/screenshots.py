@@ -13,10 +13,12 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
-from _explorer_helpers import chromium_page, launched_app, small_explorer  # noqa: E402
-
+from app import DEFAULT_CONCURRENCY  # noqa: E402
+from explorer_ui.browser import chromium_page  # noqa: E402
+from explorer_ui.serving import served  # noqa: E402
+from sae_explorer.explorer_startup import world_explorer  # noqa: E402
 from sae_explorer.worlds import shapes  # noqa: E402
 
 
@@ -36,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
             == {"shape": "circle", "color": "red", "background": "white", "size": "large"}
         )
         item.image.resize((224, 224)).save(image_fpath)
-        explorer = small_explorer(tmp_dpath / "cache", n_items=args.items)
+        explorer = world_explorer(tmp_dpath / "cache", n_items=args.items)
         viewport = {"width": 1280, "height": 860}
-        with launched_app(explorer) as url, chromium_page(viewport, 120_000) as page:
+        with (
+            served(explorer, DEFAULT_CONCURRENCY) as url,
+            chromium_page(viewport, 120_000) as page,
+        ):
             page.goto(url)
             page.locator("#inspect-image input[type=file]").set_input_files(str(image_fpath))
             page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()

@@ -59,33 +59,41 @@ def query_inputs(
     return QueryInputs(image, text, text_button, item, item_button, description)
 
 
-def show_query(explorer: Explorer, view: View, query: Query) -> Sequence[Any]:
-    """The view of an input; its notes (e.g. "resized from 1x1") as warnings."""
+def show_query(explorer: Explorer, view: View, query: Query, *options: Any) -> Sequence[Any]:
+    """The view of an input (``options``: the view's own settings, after the query); its notes
+    (e.g. "resized from 1x1") as warnings."""
     warn(query.warnings)
-    return view(explorer, query)
+    return view(explorer, query, *options)
 
 
-def show_image(explorer: Explorer, view: View, path: str | None) -> Sequence[Any]:
+def show_image(explorer: Explorer, view: View, path: str | None, *options: Any) -> Sequence[Any]:
     """An uploaded file; ``ValueError`` says why it is not a usable image."""
-    return show_query(explorer, view, image_query(explorer, path))
+    return show_query(explorer, view, image_query(explorer, path), *options)
 
 
-def show_text(explorer: Explorer, view: View, text: str | None) -> Sequence[Any]:
-    return show_query(explorer, view, text_query(explorer, text))
+def show_text(explorer: Explorer, view: View, text: str | None, *options: Any) -> Sequence[Any]:
+    return show_query(explorer, view, text_query(explorer, text), *options)
 
 
-def show_item(explorer: Explorer, view: View, item: float | None) -> Sequence[Any]:
+def show_item(explorer: Explorer, view: View, item: float | None, *options: Any) -> Sequence[Any]:
     """A corpus item by number; ``ValueError`` names the valid range."""
-    return show_query(explorer, view, item_query(explorer, item))
+    return show_query(explorer, view, item_query(explorer, item), *options)
 
 
 def wire_query_inputs(
-    inputs: QueryInputs, explorer: Explorer, view: View, outputs: Sequence[Any], api_prefix: str
+    inputs: QueryInputs,
+    explorer: Explorer,
+    view: View,
+    outputs: Sequence[Any],
+    api_prefix: str,
+    options: Sequence[Any] = (),
 ) -> None:
-    """Upload, text (Enter or button) and item button each show ``view``; the API names are
-    ``<api_prefix>_image``, ``_text`` and ``_item``."""
+    """Upload, text (Enter or button) and item button each show ``view`` (given the values of
+    the ``options`` components too); the API names are ``<api_prefix>_image``, ``_text`` and
+    ``_item``."""
     image, text, item = (bind(show, explorer, view) for show in (show_image, show_text, show_item))
-    inputs.image.upload(image, inputs.image, outputs, api_name=f"{api_prefix}_image")
-    inputs.text.submit(text, inputs.text, outputs, api_name=f"{api_prefix}_text")
-    inputs.text_button.click(text, inputs.text, outputs, api_visibility="private")
-    inputs.item_button.click(item, inputs.item, outputs, api_name=f"{api_prefix}_item")
+    options = list(options)
+    inputs.image.upload(image, [inputs.image, *options], outputs, api_name=f"{api_prefix}_image")
+    inputs.text.submit(text, [inputs.text, *options], outputs, api_name=f"{api_prefix}_text")
+    inputs.text_button.click(text, [inputs.text, *options], outputs, api_visibility="private")
+    inputs.item_button.click(item, [inputs.item, *options], outputs, api_name=f"{api_prefix}_item")

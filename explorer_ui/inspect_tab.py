@@ -11,6 +11,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
 from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
@@ -20,9 +21,14 @@ from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
 TAB_ID = "inspect"
 
 
+ALL_PERCENT = 100.0
+"""The dense-latent control's value that hides nothing."""
+
+
 class InspectTab(NamedTuple):
     query: gr.State  # the Query last inspected in this session (for export)
     inputs: QueryInputs
+    max_percent: gr.Slider  # hide latents active on more than this % of the corpus
     diagnostics: gr.Markdown
     levels_plot: gr.Plot
     table: gr.Dataframe
@@ -57,13 +63,23 @@ class InspectView(NamedTuple):
 
 
 def layout() -> InspectTab:
-    with gr.Tab("Inspect", id=TAB_ID), gr.Row():
+    with gr.Tab("Inspect", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)), gr.Row():
         query = gr.State(None)
         with gr.Column(scale=1, min_width=280):
             inputs = query_inputs("inspect", "Inspect", image_height=220)
             diagnostics = gr.Markdown(elem_id="inspect-diagnostics")
             levels_plot = gr.Plot(label="Reconstruction vs Matryoshka level")
         with gr.Column(scale=2):
+            max_percent = gr.Slider(
+                0.5,
+                ALL_PERCENT,
+                value=ALL_PERCENT,
+                step=0.5,
+                label="Hide latents active on more than this % of corpus items",
+                info="Dense latents fire on most inputs and top every table on real photos; "
+                "100 shows them all.",
+                elem_id="inspect-max-percent",
+            )
             table = gr.Dataframe(
                 label="Top latents (click a row to open it)",
                 interactive=False,
@@ -77,26 +93,55 @@ def layout() -> InspectTab:
             )
             thumbs = thumbs_component("inspect-thumbs", clickable=True)
             export = export_controls("Export this analysis")
-    return InspectTab(query, inputs, diagnostics, levels_plot, table, bar, thumbs, export)
+    return InspectTab(
+        query, inputs, max_percent, diagnostics, levels_plot, table, bar, thumbs, export
+    )
 
 
 def wire(explorer: Explorer, tab: InspectTab) -> None:
     """Inputs -> :func:`inspect_view`; export. (Clicks that open a latent: ``latent_tab``.)"""
-    wire_query_inputs(tab.inputs, explorer, inspect_view, tab.outputs, "inspect")
+    wire_query_inputs(tab.inputs, explorer, inspect_view, tab.outputs, "inspect", [tab.max_percent])
+    tab.max_percent.release(
+        bind(refilter, explorer), [tab.query, tab.max_percent], tab.outputs, api_name=False
+    )
     tab.export.button.click(
         bind(export_inspect, explorer),
-        [tab.query, tab.export.format],
+        [tab.query, tab.export.format, tab.max_percent],
         tab.export.file,
         api_name="export_inspect",
     )
 
 
-def inspect_view(explorer: Explorer, query: Query) -> InspectView:
-    result = explorer.inspect(query)
+def max_frequency(max_percent: float | None) -> float | None:
+    """The dense-latent control as a fraction of the corpus (None: hide nothing);
+    ``ValueError`` outside (0, 100]."""
+    if max_percent is None or max_percent == ALL_PERCENT:
+        return None
+    if not 0 < max_percent < ALL_PERCENT:
+        raise ValueError(
+            f"the share of corpus items above which latents are hidden must be in (0, 100] %, "
+            f"got {max_percent}"
+        )
+    return max_percent / 100
+
+
+def inspect_view(
+    explorer: Explorer, query: Query, max_percent: float | None = ALL_PERCENT
+) -> InspectView:
+    """The tab's view of ``query``, leaving out latents active on more than ``max_percent`` %
+    of the corpus."""
+    result = explorer.inspect(query, max_frequency=max_frequency(max_percent))
+    link = address.link_markdown(address.query_link(TAB_ID, query))
+    hidden = (
+        f"  \n{result.n_hidden} of its active latents hidden: active on more than "
+        f"{max_percent:g}% of corpus items"
+        if result.n_hidden
+        else ""
+    )
     return InspectView(
         query,
-        f"**Input:** {markdown_text(query.description)}",
-        diagnostics_markdown(result.diagnostics),
+        f"**Input:** {markdown_text(query.description)}{link}",
+        diagnostics_markdown(result.diagnostics) + hidden,
         result.levels_plot,
         result.table,
         result.bar,
@@ -133,25 +178,44 @@ def diagnostics_markdown(d: Diagnostics) -> str:
     )
 
 
-def export_inspect(explorer: Explorer, query: Query | None, fmt: ExportFormat) -> str:
-    """The path of the exported analysis of the session's last input."""
+def refilter(
+    explorer: Explorer, query: Query | None, max_percent: float | None
+) -> InspectView | list[Any]:
+    """The session's input again under a moved dense-latent control (nothing before an input)."""
+    if query is None:
+        return [gr.skip() for _ in InspectView._fields]
+    return inspect_view(explorer, query, max_percent)
+
+
+def export_inspect(
+    explorer: Explorer,
+    query: Query | None,
+    fmt: ExportFormat,
+    max_percent: float | None = ALL_PERCENT,
+) -> str:
+    """The path of the exported analysis of the session's last input, as shown (dense latents
+    hidden alike)."""
     if query is None:
         raise ValueError("inspect an image, text or corpus item first, then export it")
-    return str(explorer.export_inspect(query, export_dpath(explorer), fmt))
+    dpath = export_dpath(explorer)
+    return str(explorer.export_inspect(query, dpath, fmt, max_frequency(max_percent)))
 
 
-def open_item(explorer: Explorer, evt: gr.EventData) -> tuple[Any, ...]:
+def open_item(explorer: Explorer, max_percent: float | None, evt: gr.EventData) -> tuple[Any, ...]:
     """This tab, selected, inspecting the corpus item of a clicked thumbnail."""
     item = getattr(evt, "item", None)
     if item is None:
         raise ValueError("click a thumbnail to inspect its item")
-    return (gr.Tabs(selected=TAB_ID), *show_item(explorer, inspect_view, item))
+    return (gr.Tabs(selected=TAB_ID), *show_item(explorer, inspect_view, item, max_percent))
 
 
-def open_item_row(explorer: Explorer, table: pd.DataFrame, evt: gr.SelectData) -> tuple[Any, ...]:
+def open_item_row(
+    explorer: Explorer, table: pd.DataFrame, max_percent: float | None, evt: gr.SelectData
+) -> tuple[Any, ...]:
     """This tab, selected, inspecting the item of a clicked row (read by column name, however
     the table is sorted)."""
     row = dict(zip(table.columns, evt.row_value or ()))
     if "item" not in row:
         raise ValueError("click a row of the table to inspect its item")
-    return (gr.Tabs(selected=TAB_ID), *show_item(explorer, inspect_view, row["item"]))
+    opened = show_item(explorer, inspect_view, row["item"], max_percent)
+    return (gr.Tabs(selected=TAB_ID), *opened)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, NamedTuple
-from urllib.parse import urlencode
 
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
@@ -67,7 +67,7 @@ class LatentView(NamedTuple):
 
 
 def layout(explorer: Explorer) -> LatentTab:
-    with gr.Tab("Latent", id=TAB_ID):
+    with gr.Tab("Latent", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)):
         with gr.Row():
             latent_id = gr.Number(label="Latent id", minimum=0, elem_id="latent-id")
             open_button = gr.Button("Open", size="sm")
@@ -172,13 +172,13 @@ def summary_markdown(page: LatentPage) -> str:
         f"max {s.max_activation:.3f} · images {s.image_fraction:.0%} / texts "
         f"{s.text_fraction:.0%} · Matryoshka level {level}"
         + (" · **dead on this corpus**" if s.dead else "")
-        + f"  \nLink: [`{link}`]({link})"
+        + address.link_markdown(link)
     )
 
 
 def latent_link(latent_id: int) -> str:
     """The deep link opening this latent (the page reads it back on load)."""
-    return "?" + urlencode({"tab": TAB_ID, "latent": latent_id})
+    return address.link(TAB_ID, latent=latent_id)
 
 
 def search_hits(explorer: Explorer, text: str | None) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from explorer_ui import address
 from sae_explorer.explorer import Overview, OverviewStats
 
 TAB_ID = "overview"
@@ -14,7 +15,7 @@ PLOT_MIN_PX = 360
 
 
 def layout(overview: Overview) -> None:
-    with gr.Tab("Overview", id=TAB_ID):
+    with gr.Tab("Overview", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)):
         gr.Dataframe(value=overview.models, label="Loaded models and corpus", interactive=False)
         gr.Markdown(stats_markdown(overview.stats), elem_id="overview-stats")
         with gr.Row():  # side by side when wide; stacked on a phone (each needs PLOT_MIN_PX)

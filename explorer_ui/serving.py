@@ -1,10 +1,11 @@
-"""How the page is served so that no single request, and no crowd of them, can take the server
-down: one concurrency limit shared by every endpoint, a deadline per request, a cap on request
-bodies and uploads, Gradio's cache folder kept bounded in age and size, few and expiring
-sessions, and thumbnails served from a route that names no server folder.
+"""Serving the page: the queue and limits ``app.py`` serves with, and the page served on a free
+local port for scripts (benchmarks, screenshots) and tests, with the same limits.
 
-``prepare_serving(demo, explorer, limits)`` applies the limits to a built page and returns the
-keyword arguments of ``demo.launch``; ``app.py`` and the tests launch through it alike.
+The limits keep any single request, and any crowd of them, from taking the server down: one
+concurrency limit shared by every endpoint, a deadline per request, a cap on request bodies and
+uploads, Gradio's cache folder kept bounded in age and size, few and expiring sessions, and
+thumbnails served from a route that names no server folder. ``prepare_serving(demo, explorer,
+limits)`` applies them to a built page and returns the keyword arguments of ``demo.launch``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import concurrent.futures
 import contextlib
 import contextvars
 import re
+import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+MAX_QUEUE = 64
+"""Requests waiting at most; beyond it a request is refused at once rather than kept waiting."""
 CONCURRENCY_ID = "explorer"
 """The one concurrency group of every event: the limit holds across endpoints, not per endpoint."""
 THUMBS_ROUTE = "gradio_api/thumbs"
@@ -222,7 +226,7 @@ def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) ->
     keyword arguments for the rest (upload and body caps, sessions kept, the thumbnail route,
     the sweep keeping Gradio's cache folder bounded)."""
     RUNNER.configure(limits.concurrency, limits.request_timeout_s)
-    demo.queue(default_concurrency_limit=limits.concurrency, max_size=64)
+    queued(demo, limits.concurrency)
     for fn in demo.fns.values():
         fn.concurrency_id = CONCURRENCY_ID
         fn.concurrency_limit = limits.concurrency
@@ -239,3 +243,33 @@ def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) ->
             "lifespan": cache_sweeper(limits),
         },
     }
+
+
+def queued(demo: gr.Blocks, concurrency: int) -> gr.Blocks:
+    """``demo`` with its request queue: ``concurrency`` requests served at once, the rest wait."""
+    return demo.queue(default_concurrency_limit=concurrency, max_size=MAX_QUEUE)
+
+
+@contextlib.contextmanager
+def served(
+    explorer: Explorer, concurrency: int, limits: ServeLimits | None = None
+) -> Iterator[str]:
+    """The page over ``explorer``, served as the app serves it (``limits``, default: the app's
+    with ``concurrency``) on a free local port until the block ends; yields its URL."""
+    from explorer_ui.page import build_demo
+
+    demo = build_demo(explorer)
+    kwargs = prepare_serving(demo, explorer, limits or ServeLimits(concurrency))
+    port = free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

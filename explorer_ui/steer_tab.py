@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from explorer_ui import address
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, markdown_text
@@ -83,6 +84,10 @@ class SteerTab(NamedTuple):
         ]
 
 
+N_START_OUTPUTS = 3 + N_SLIDERS + 2 + len(DecodeOutputs._fields) + 1
+"""How many outputs :func:`start_outputs` fills (``SteerTab.start_outputs``)."""
+
+
 class SliderSpec(NamedTuple):
     latent_id: int
     label: str  # "#12 blue, navy"
@@ -117,7 +122,7 @@ class DecodeView(NamedTuple):
 
 # ---------------------------------------------------------------------------------- layout
 def layout() -> SteerTab:
-    with gr.Tab("Steer", id=TAB_ID):
+    with gr.Tab("Steer", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)):
         query, slider_latents, extra_edits = gr.State(None), gr.State([]), gr.State([])
         inputs = query_inputs("steer", "Start from", image_height=180, image_beside=True)
         with gr.Row():
@@ -240,7 +245,8 @@ def steer_start(explorer: Explorer, query: Query) -> SteerStart:
         )
         for _, r in top.iterrows()
     ]
-    return SteerStart(query, f"**Steering:** {markdown_text(query.description)}", sliders)
+    link = address.link_markdown(address.query_link(TAB_ID, query))
+    return SteerStart(query, f"**Steering:** {markdown_text(query.description)}{link}", sliders)
 
 
 def start_outputs(explorer: Explorer, query: Query) -> tuple[Any, ...]:

@@ -176,6 +176,28 @@ def _load(
     return explorer
 
 
+def world_explorer(
+    cache_dpath: str | Path, n_items: int = 200, corpus: str | None = None
+) -> Explorer:
+    """The built-in shapes world's trained CLIP and MSAE over ``n_items`` freshly drawn shapes
+    (each an image and its caption), or over ``corpus`` (any corpus source, e.g. a folder of
+    images), its latents left unnamed: built in seconds on a CPU. What the tests, the benchmarks
+    and the README's screenshots serve."""
+    from sae_explorer.builtin import DEFAULT
+    from sae_explorer.corpus import load_corpus
+    from sae_explorer.encoder import load_encoder
+    from sae_explorer.explorer import Sources
+    from sae_explorer.precompute import PrecomputeConfig, precompute
+
+    world = DEFAULT.source
+    source = corpus or f"{world}?n={n_items}"  # the world's default seed
+    encoder = load_encoder(world, device="cpu")
+    sae = load_sae(world)
+    loaded = load_corpus(source)
+    index = precompute(encoder, sae, loaded, Path(cache_dpath), PrecomputeConfig(n_words=0))
+    return Explorer(encoder, sae, index, loaded, Sources(world, world, source))
+
+
 def _load_published(
     cfg: StartupConfig,
     sae_source: str,

@@ -91,6 +91,16 @@ def test_inspect_text_image_and_item(client, images):
     assert "corpus item 3" in result[0]
 
 
+def test_the_api_can_hide_dense_latents(client):
+    *_, table, _, _ = client.predict("a red circle", api_name="/inspect_text")
+    frequency = table["headers"].index("frequency")
+    cut = sorted(row[frequency] for row in table["data"])[len(table["data"]) // 2]
+    percent = round(100 * cut, 1)
+    *_, sparse, _, _ = client.predict("a red circle", percent, api_name="/inspect_text")
+    assert sparse["data"] and all(row[frequency] <= percent / 100 for row in sparse["data"])
+    assert {row[frequency] for row in table["data"]} - {row[frequency] for row in sparse["data"]}
+
+
 def test_odd_images_are_converted_and_inspected(client, images):
     for kind in ("tiny", "rgba", "cmyk"):
         assert_inspect_result(client.predict(handle_file(images[kind]), api_name="/inspect_image"))
@@ -142,7 +152,7 @@ def test_latent_page(client, url):
         5, api_name="/latent"
     )
     assert latent_id == 5
-    assert summary.startswith("### Latent 5") and "?tab=latent&latent=5" in summary
+    assert summary.startswith("### Latent 5") and 'href="?tab=latent&amp;latent=5"' in summary
     srcs = re.findall(r'<img src="(gradio_api/thumbs/[^"]+)"', gallery)
     assert srcs and all(is_webp(url + src) for src in srcs)  # served, by name only
     captions = [float(c) for c in re.findall(r"<figcaption>([^<]+)</figcaption>", gallery)]

@@ -204,6 +204,54 @@ def test_clicking_a_latents_example_inspects_it(url, page):
     page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
 
 
+def test_the_address_follows_the_page_and_back_reopens_it(url, page):
+    """Interaction defect 4: each view a user opens is a history entry with its own link."""
+
+    def at(pattern: str) -> None:
+        page.wait_for_url(re.compile(re.escape(url) + r"\?" + pattern + "$"))
+
+    page.goto(url)
+    box = page.locator("#inspect-text textarea")
+    box.fill("a blue square")
+    box.press("Enter")
+    at(r"tab=inspect&text=a\+blue\+square")
+    cell = page.locator("#inspect-table").get_by_test_id("cell-0-0")
+    latent_id = int(re.sub(r"\D", "", cell.inner_text()))
+    cell.click()  # a row opens its latent: the tab and its subject change at once
+    at(f"tab=latent&latent={latent_id}")
+    page.get_by_role("tab", name="Overview").click()
+    at("tab=overview")
+    page.get_by_role("tab", name="Latent").click()  # a tab comes back with what it showed
+    at(f"tab=latent&latent={latent_id}")
+
+    page.go_back()
+    at("tab=overview")
+    page.locator("#overview-stats").wait_for(state="visible")  # reopened, not only the URL
+    page.go_back()
+    at(f"tab=latent&latent={latent_id}")
+    page.go_back()
+    at(r"tab=inspect&text=a\+blue\+square")
+    page.locator("#inspect-desc").wait_for(state="visible")
+    assert "a blue square" in page.locator("#inspect-desc").inner_text()
+    box.fill("a red circle")  # another input: a new entry after the one gone back to
+    box.press("Enter")
+    at(r"tab=inspect&text=a\+red\+circle")
+    page.go_back()
+    at(r"tab=inspect&text=a\+blue\+square")
+    page.locator("#inspect-desc", has_text="a blue square").wait_for()  # reopened, not only the URL
+    page.go_forward()
+    page.locator("#inspect-desc", has_text="a red circle").wait_for()
+
+
+def test_a_steer_link_opens_steer_with_its_text_filled_in(url, page):
+    page.goto(url + "?tab=steer&text=a%20red%20circle")
+    page.locator("#steer-desc", has_text="a red circle").wait_for()
+    assert page.locator("#steer-text textarea").input_value() == "a red circle"
+    assert page.locator("#steer-desc").is_visible()  # the Steer tab is the one shown
+    page.locator("#steer-decode").click()
+    page.locator("#steer-cosine", has_text="1.0000").wait_for()  # nothing moved: the input
+
+
 def test_a_deep_links_html_renders_as_text(url, page):
     """``?latent=<a href=...>`` shows its HTML as text in the toast (no clickable foreign link)
     and ``?text=![](https://...)`` shows as typed, with no image fetched from elsewhere."""

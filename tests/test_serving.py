@@ -20,6 +20,7 @@ from PIL import Image
 
 import app
 from explorer_ui import build_demo, serving, wiring
+from explorer_ui.inspect_tab import ALL_PERCENT
 from explorer_ui.serving import RequestRunner, RequestTimeoutError, ServeLimits
 from explorer_ui.uploaded_image import UploadedImage
 
@@ -63,18 +64,18 @@ def test_a_huge_body_is_refused_before_it_is_read(url):
     text = "a red circle " * 250_000
     response = httpx.post(f"{url}gradio_api/call/inspect_text", json={"data": [text]})
     assert response.status_code == 413 and "request body over" in response.text
-    event, data = call(url, "inspect_text", "a red circle")
+    event, data = call(url, "inspect_text", "a red circle", ALL_PERCENT)
     assert event == "complete" and "red circle" in data
 
 
 def test_an_inline_image_is_checked_before_decoding(url):
     """A data: URL of a 12000x12000 PNG is refused from its header (Gradio no longer decodes and
     re-saves it first); one over the size limit is refused unread; a small one works."""
-    event, data = call(url, "inspect_image", data_url(huge_png_header(12_000, 12_000)))
+    event, data = call(url, "inspect_image", data_url(huge_png_header(12_000, 12_000)), ALL_PERCENT)
     assert event == "error" and "12000x12000 = 144,000,000 pixels" in data
     buf = io.BytesIO()
     Image.new("RGB", (50, 40), (255, 0, 0)).save(buf, format="PNG")
-    event, data = call(url, "inspect_image", data_url(buf.getvalue()))
+    event, data = call(url, "inspect_image", data_url(buf.getvalue()), ALL_PERCENT)
     assert event == "complete" and "uploaded image 50x40" in data
 
 
@@ -106,7 +107,7 @@ def test_one_concurrency_limit_holds_over_all_endpoints(explorer, url, monkeypat
 
     monkeypatch.setattr(explorer, "inspect", timed(explorer.inspect))
     monkeypatch.setattr(explorer, "latent_page", timed(explorer.latent_page))
-    calls = [("inspect_text", "a red circle"), ("latent", 3)] * 2
+    calls = [("inspect_text", "a red circle", ALL_PERCENT), ("latent", 3)] * 2
     threads = [threading.Thread(target=call, args=(url, *c)) for c in calls]
     for thread in threads:
         thread.start()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import html
 import inspect
 import json
 import re
 import typing
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import parse_qsl
 
 import gradio as gr
 import pandas as pd
@@ -18,6 +20,7 @@ import pytest
 from _explorer_helpers import small_explorer
 
 from explorer_ui import (
+    address,
     banner,
     build_demo,
     inputs,
@@ -34,7 +37,17 @@ from explorer_ui.steer_tab import N_SLIDERS, SLIDER_STEP
 from sae_explorer.worlds import shapes
 
 LABELS = "red, blue, green, yellow"
-HANDLER_MODULES = (banner, inputs, inspect_tab, latent_tab, overview_tab, page, steer_tab, wiring)
+HANDLER_MODULES = (
+    address,
+    banner,
+    inputs,
+    inspect_tab,
+    latent_tab,
+    overview_tab,
+    page,
+    steer_tab,
+    wiring,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +64,9 @@ def red_circle(explorer):
 def test_inspect_view_of_a_text(explorer, red_circle):
     view = inspect_view(explorer, red_circle)
     assert view.query is red_circle
-    assert view.description == "**Input:** text: 'a red circle'"
+    assert view.description.startswith("**Input:** text: 'a red circle'")
+    # the link that reopens it, which the address bar follows
+    assert 'class="page-link" href="?tab=inspect&amp;text=a+red+circle"' in view.description
     assert view.diagnostics.startswith("**Reconstruction** cosine ") and "L0 " in view.diagnostics
     assert list(view.table.columns[:3]) == ["latent", "names", "activation"]
     assert view.table["activation"].is_monotonic_decreasing
@@ -89,7 +104,7 @@ def test_latent_view_and_its_link(explorer):
     view = latent_view(explorer, "5")
     assert view.latent_id == 5
     assert view.summary.startswith("### Latent 5") and "frequency " in view.summary
-    assert "[`?tab=latent&latent=5`](?tab=latent&latent=5)" in view.summary
+    assert 'class="page-link" href="?tab=latent&amp;latent=5"' in view.summary
     assert view.top_images.count("<img") == len(explorer.top_items(5, 12, "image"))
     assert list(view.similar.columns) == ["latent", "cosine", "names"]
     with pytest.raises(ValueError, match="latent 100000 does not exist"):
@@ -120,7 +135,7 @@ def test_search_finds_named_latents(explorer):
 # ------------------------------------------------------------------------------ Steer
 def test_steer_start_fills_the_sliders_with_the_top_latents(explorer, red_circle):
     start = steer_tab.steer_start(explorer, red_circle)
-    assert start.description == "**Steering:** text: 'a red circle'"
+    assert start.description.startswith("**Steering:** text: 'a red circle'")
     assert 0 < len(start.sliders) <= N_SLIDERS
     values = [s.value for s in start.sliders]
     assert values == sorted(values, reverse=True)
@@ -223,12 +238,45 @@ def test_deep_links(explorer):
         page.link_view(explorer, {"latent": "99999"})
 
 
+def test_a_steer_link_starts_steer_with_its_text_filled_in(explorer):
+    link = page.link_view(explorer, {"tab": "steer", "text": "a blue square"})
+    assert link.tab == "steer" and link.inspect is None
+    assert link.steer_input == ("a blue square", None)
+    query, description, *_ = link.steer
+    assert query.text == "a blue square" and "Steering:** text: 'a blue square'" in description
+    item = page.link_view(explorer, {"tab": "steer", "item": "42"})
+    assert item.steer_input == (None, 42) and item.steer[0].item == 42
+
+
+def test_each_view_carries_the_link_that_reopens_it(explorer):
+    text = steer_tab.steer_start(explorer, explorer.text_query("a green circle"))
+    target = re.search(r'href="([^"]+)"', text.description).group(1)
+    assert html.unescape(target) == "?tab=steer&text=a+green+circle"
+    params = dict(parse_qsl(html.unescape(target)[1:]))
+    assert page.link_view(explorer, params).steer[0].text == "a green circle"  # a round trip
+    item = inspect_view(explorer, explorer.item_query(7))
+    assert "?tab=inspect&amp;item=7" in item.description
+    upload = explorer.image_query(shapes.make_item(1, seed=3).image)
+    assert "page-link" not in inspect_view(explorer, upload).description  # nothing to link to
+
+
+def test_back_reopens_the_address_returned_to(explorer):
+    tabs, *rest = page.reopen(explorer, "?tab=latent&latent=4", 100.0)
+    assert tabs.selected == "latent"
+    latent = rest[len(InspectView._fields) :][: len(LatentView._fields)]
+    assert latent[0] == 4
+    tabs, *rest = page.reopen(explorer, "", 100.0)  # the first entry: the first tab
+    assert tabs.selected == "inspect" and all(isinstance(v, type(gr.skip())) for v in rest)
+
+
 def test_a_bad_link_warns_and_still_opens_its_tab(explorer):
     request = SimpleNamespace(query_params={"tab": "steer", "latent": "99999"})
     with pytest.warns(UserWarning, match="could not open the link: latent 99999 does not exist"):
-        tabs, *rest = page.open_link(explorer, request)
+        tabs, *rest = page.open_link(explorer, 100.0, request)
     assert tabs.selected == "steer"
-    assert len(rest) == len(InspectView._fields) + len(LatentView._fields)
+    demo = build_demo(explorer)
+    load = next(fn for fn in demo.fns.values() if fn.name == "open_link")
+    assert len(rest) + 1 == len(load.outputs)  # one value for each output the load fills
 
 
 def test_a_links_html_is_shown_as_text(explorer):
@@ -237,19 +285,20 @@ def test_a_links_html_is_shown_as_text(explorer):
     link = '<a href="https://evil.example/login">Session expired</a>'
     request = SimpleNamespace(query_params={"latent": link})
     with pytest.warns(UserWarning) as warned:
-        page.open_link(explorer, request)
+        page.open_link(explorer, 100.0, request)
     message = str(warned[0].message)
     assert "&lt;a href=&quot;https://evil.example/login&quot;&gt;Session expired" in message
     assert "<a" not in message
     text = "![](https://evil.example/pixel.png) <img src=x> *bold* $x$"
     shown = page.link_view(explorer, {"text": text}).inspect.description
     assert shown.startswith("**Input:** text: ")
-    assert not re.search(r"(?<!\\)[!\[\]()<>*$/.]", shown.split("text: ", 1)[1])  # all escaped
-    assert shown.endswith(
+    typed = shown.split("text: ", 1)[1].split("  \n<small>Link:", 1)[0]  # before the view's link
+    assert typed == (
         r"'\!\[\]\(https:\/\/evil\.example\/pixel\.png\) \<img src=x\> \*bold\* \$x\$'"
     )
+    assert not re.search(r"(?<!\\)[!\[\]()<>*$/.]", typed)  # every special character escaped
     start = steer_tab.steer_start(explorer, explorer.text_query(text))
-    assert start.description.endswith(shown.split("**Input:** ", 1)[1])
+    assert f"text: {typed}" in start.description
 
 
 def test_a_handlers_error_is_escaped(explorer):
@@ -318,11 +367,36 @@ def test_inspect_explains_its_numbers(explorer, red_circle):
         assert column in inspect_tab.COLUMNS_HELP
 
 
+def test_the_dense_latent_control_hides_latents_denser_than_it(explorer, red_circle):
+    every = inspect_tab.inspect_view(explorer, red_circle)
+    frequencies = every.table["frequency"]
+    cut = float(frequencies.median())  # some of the input's top latents are denser than this
+    assert (frequencies > cut).any()
+    view = inspect_tab.inspect_view(explorer, red_circle, 100 * cut)
+    assert len(view.table) and (view.table["frequency"] <= cut).all()
+    n_hidden = explorer.inspect(red_circle, max_frequency=cut).n_hidden
+    assert n_hidden >= (frequencies > cut).sum()
+    assert f"{n_hidden} of its active latents hidden" in view.diagnostics
+    assert "hidden" not in every.diagnostics
+    # moving the control re-filters the session's input; before any input it changes nothing
+    assert inspect_tab.refilter(explorer, red_circle, 100 * cut).table.equals(view.table)
+    assert all(v == gr.skip() for v in inspect_tab.refilter(explorer, None, 10.0))
+    exported = json.loads(
+        Path(inspect_tab.export_inspect(explorer, red_circle, "json", 100 * cut)).read_text()
+    )
+    assert exported["summary"]["max_frequency"] == pytest.approx(cut)
+    assert all(row["frequency"] <= cut for row in exported["top_latents"])
+    with pytest.raises(ValueError, match=r"must be in \(0, 100\] %, got 0"):
+        inspect_tab.inspect_view(explorer, red_circle, 0)
+
+
 def test_clicking_a_corpus_example_inspects_it(explorer):
     page = latent_tab.latent_view(explorer, 5)
     items = re.findall(r'data-item="(\d+)"', page.top_images)
     assert items and 'class="thumbs clickable"' in page.top_images
-    tabs, *values = inspect_tab.open_item(explorer, gr.EventData(None, {"item": int(items[0])}))
+    tabs, *values = inspect_tab.open_item(
+        explorer, 50.0, gr.EventData(None, {"item": int(items[0])})
+    )
     assert tabs.selected == inspect_tab.TAB_ID
     view = inspect_tab.InspectView(*values)
     assert view.query.item == int(items[0]) and view.description.startswith(
@@ -330,7 +404,7 @@ def test_clicking_a_corpus_example_inspects_it(explorer):
     )
     table = pd.DataFrame({"item": [7, 9], "cosine": [0.9, 0.8]})
     evt = gr.SelectData(None, {"index": [1, 1], "value": 0.8, "row_value": [9, 0.8]})
-    tabs, *values = inspect_tab.open_item_row(explorer, table, evt)
+    tabs, *values = inspect_tab.open_item_row(explorer, table, 50.0, evt)
     assert inspect_tab.InspectView(*values).query.item == 9
     with pytest.raises(ValueError, match="click a thumbnail"):
-        inspect_tab.open_item(explorer, gr.EventData(None, {"latent": 3}))
+        inspect_tab.open_item(explorer, 100.0, gr.EventData(None, {"latent": 3}))

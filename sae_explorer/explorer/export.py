@@ -86,13 +86,27 @@ def export_latent(
     return write_export(explorer, f"latent-{page.latent_id}", summary, tables, dpath, fmt)
 
 
-def export_inspect(explorer: Explorer, query: Query, dpath: str | Path, fmt: str = "json") -> Path:
-    """Write one input's analysis (top latents, diagnostics) as JSON or CSV into ``dpath``."""
-    result = inspect.inspect(explorer, query, n_top=32, n_thumbs=0)
-    summary = {"input": query.description, "kind": query.kind, **result.diagnostics._asdict()}
+def export_inspect(
+    explorer: Explorer,
+    query: Query,
+    dpath: str | Path,
+    fmt: str = "json",
+    max_frequency: float | None = None,
+) -> Path:
+    """Write one input's analysis (top latents, diagnostics) as JSON or CSV into ``dpath``;
+    ``max_frequency`` as in :func:`~sae_explorer.explorer.inspect.inspect` (recorded)."""
+    result = inspect.inspect(explorer, query, n_top=32, n_thumbs=0, max_frequency=max_frequency)
+    summary = {
+        "input": query.description,
+        "kind": query.kind,
+        "max_frequency": max_frequency,
+        **result.diagnostics._asdict(),
+    }
     # Named by the input, so different inputs exported into one folder never overwrite
     # each other (and exporting the same input again reuses its file).
     digest = hashlib.sha256(np.ascontiguousarray(query.x_d, np.float32).tobytes())
+    if max_frequency is not None:
+        digest.update(f"max_frequency={max_frequency}".encode())
     stem = f"inspect-{digest.hexdigest()[:10]}"
     return write_export(explorer, stem, summary, {"top_latents": result.table}, dpath, fmt)
 

@@ -38,6 +38,7 @@ class InspectResult(NamedTuple):
     diagnostics: Diagnostics
     levels_plot: go.Figure
     thumbs: list[Thumb]
+    n_hidden: int = 0  # active latents left out as denser than ``max_frequency``
 
 
 @torch.inference_mode()
@@ -60,6 +61,7 @@ def inspect(
     levels_l = sae.latent_levels(out.z_bl)[0]
     n_active = int((z_l > 0).sum())
     ranked = z_l.argsort(descending=True)[:n_active].tolist()
+    n_ranked = len(ranked)
     if max_frequency is not None:
         ranked = [i for i in ranked if explorer.frequency_l[i] <= max_frequency]
     top = ranked[:n_top]
@@ -80,7 +82,8 @@ def inspect(
     d = diagnostics(explorer, x_1d, out.x_hat_bd, n_active, code_l0, modality)
     thumbs = [t for i in top[:5] for t in thumbnails.latent_thumbs(explorer, i, n_thumbs)]
     levels_plot = plots.levels_plot(d.levels, d.level_cosines)
-    return InspectResult(table, plots.bar(table), d, levels_plot, thumbs)
+    n_hidden = n_ranked - len(ranked)
+    return InspectResult(table, plots.bar(table), d, levels_plot, thumbs, n_hidden)
 
 
 def diagnostics(

@@ -28,6 +28,7 @@ class Query(NamedTuple):
     description: str
     warnings: tuple[str, ...] = ()
     item: int | None = None  # corpus item index when kind == "item"
+    text: str | None = None  # the text as analysed when kind == "text"
 
 
 def image_query(explorer: Explorer, image: Any) -> Query:
@@ -44,7 +45,8 @@ def text_query(explorer: Explorer, text: str | None) -> Query:
     checked = check_text(text)
     x_d = explorer.encoder.encode_texts([checked.text])[0]
     shown = checked.text if len(checked.text) <= 80 else checked.text[:77] + "..."
-    return Query(x_d.numpy().astype(np.float32), "text", f"text: {shown!r}", checked.warnings)
+    x_d = x_d.numpy().astype(np.float32)
+    return Query(x_d, "text", f"text: {shown!r}", checked.warnings, text=checked.text)
 
 
 def item_query(explorer: Explorer, item: int | float | str | None) -> Query:

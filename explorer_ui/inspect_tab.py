@@ -15,7 +15,7 @@ from explorer_ui import address, heatmap_panel
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
 from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
-from explorer_ui.wiring import bind
+from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
 
 TAB_ID = "inspect"
@@ -143,7 +143,7 @@ def inspect_view(
     )
     return InspectView(
         query,
-        f"**Input:** {query.description}{link}",
+        f"**Input:** {markdown_text(query.description)}{link}",
         diagnostics_markdown(result.diagnostics) + hidden,
         result.levels_plot,
         result.table,

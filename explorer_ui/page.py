@@ -31,7 +31,6 @@ TABS = (
 def build_demo(explorer: Explorer) -> gr.Blocks:
     """The whole page over one shared, read-only explorer; per-user state lives in ``gr.State``."""
     overview = explorer.overview()
-    gr.set_static_paths([explorer.thumbs_dpath])  # thumbnails are served as they are, not copied
     with gr.Blocks(title="SAE explorer") as demo:
         banner(explorer)
         with gr.Tabs(selected=inspect_tab.TAB_ID) as tabs:

@@ -17,7 +17,7 @@ from explorer_ui import address
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
 from explorer_ui.steer_slider import SteerSlider
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
-from explorer_ui.wiring import bind
+from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import DEFAULT_LABEL_TEXT, DEFAULT_LABELS, Explorer, Query
 from sae_explorer.steering import OPS, Edit
 
@@ -264,7 +264,7 @@ def steer_start(explorer: Explorer, query: Query) -> SteerStart:
         for _, r in top.iterrows()
     ]
     link = address.link_markdown(address.query_link(TAB_ID, query))
-    return SteerStart(query, f"**Steering:** {query.description}{link}", sliders)
+    return SteerStart(query, f"**Steering:** {markdown_text(query.description)}{link}", sliders)
 
 
 def start_outputs(explorer: Explorer, query: Query) -> tuple[Any, ...]:

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.evaluation.cli",
         "MSAE's metrics and CLIP zero-shot fidelity of an SAE on a corpus, per level",
     ),
+    "publish": (
+        "sae_explorer.publish",
+        "upload an index with its thumbnails to a Hub dataset repo (app.py --index hf-hub:...)",
+    ),
 }
 
 

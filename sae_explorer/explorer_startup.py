@@ -24,8 +24,9 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sae_explorer import hub, release_names
+from sae_explorer import hub, hub_index, release_names
 from sae_explorer.checkpoints import load_sae
 from sae_explorer.checkpoints.hub import HUB_PREFIXES
 from sae_explorer.corpus import default_cache_dpath
@@ -33,6 +34,11 @@ from sae_explorer.explorer import Explorer
 from sae_explorer.index.cache import CacheError
 from sae_explorer.progress import Progress
 from sae_explorer.startup_config import AUTO, BUILTIN, StartupConfig, config_from_env
+
+if TYPE_CHECKING:
+    from sae_explorer.encoder import ClipEncoder
+    from sae_explorer.release_names import ReleaseNames
+    from sae_explorer.sae import SAE
 
 __all__ = ["StartupConfig", "StartupError", "config_from_env", "load_explorer", "needs_hub"]
 
@@ -109,8 +115,11 @@ def fallback_note(cfg: StartupConfig, err: Exception, status: hub.HubStatus) -> 
 
 def needs_hub(cfg: StartupConfig) -> bool:
     """Whether loading ``cfg`` may download from the Hub: an ``hf-hub:`` CLIP or a pretrained tag,
-    an ``auto`` or ``hf-hub:`` SAE, an ``hf:`` dataset id. Local files and built-ins need no probe.
+    an ``auto`` or ``hf-hub:`` SAE, an ``hf:`` dataset id, a published index. Local files and
+    built-ins need no probe.
     """
+    if cfg.index is not None:
+        return True
     clip_hub = cfg.clip.startswith("hf-hub:") or (
         not cfg.clip.startswith(("local-dir:", "builtin:"))
         and cfg.pretrained is not None
@@ -149,6 +158,10 @@ def _load(
         lookup = release_names.fetch_release_names(sae_source, sae_model.n_latents, list_files)
         names = lookup.names
         details["release_names"] = names.source if names else f"none ({lookup.reason})"
+    if cfg.index is not None:
+        explorer = _load_published(cfg, sae_source, encoder, sae_model, names, progress)
+        explorer.sources.details.update(details)
+        return explorer
 
     def from_sources(cache_dpath: Path, note: str) -> Explorer:
         return Explorer.from_sources(
@@ -219,3 +232,35 @@ def temporary_cache_dpath(err: CacheError) -> Path:
     atexit.register(shutil.rmtree, dpath, ignore_errors=True)
     logger.warning("using a temporary cache for this run: %s", dpath)
     return dpath
+
+
+def _load_published(
+    cfg: StartupConfig,
+    sae_source: str,
+    encoder: ClipEncoder | None,
+    sae_model: SAE,
+    names: ReleaseNames | None,
+    progress: Progress | None,
+) -> Explorer:
+    """The explorer over a published index (``cfg.index``): downloaded, checked, and served
+    with the configured models once they prove to be the ones it was built with."""
+    from sae_explorer.encoder import load_encoder
+    from sae_explorer.explorer import Sources
+
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dpath()
+    ref = hub_index.HubIndexRef.parse(cfg.index)
+    published = hub_index.open_published(hub_index.fetch(ref, cache_dir, progress))
+    if progress is not None:
+        progress(0.8, f"loading CLIP {cfg.clip}")
+    encoder = encoder or load_encoder(cfg.clip, cfg.pretrained, cfg.device)
+    hub_index.check_models(published, encoder, sae_model)
+    corpus = published.record.corpus.get("source", "published index")
+    sources = Sources(
+        clip=encoder.model_id,
+        sae=sae_source,
+        corpus=f"{corpus} (published as {ref})",
+        details={"index": str(ref)},
+    )
+    return Explorer(
+        encoder, sae_model, published.index, None, sources, published.thumbs_dpath, names
+    )

@@ -288,7 +288,11 @@ def _build_from_corpus(
     timer = Timer()
     embedder = CorpusEmbedder(encoder, corpus, cfg, timer)
     meta = {
-        "encoder": {"model_id": encoder.model_id, "embed_dim": encoder.embed_dim},
+        "encoder": {
+            "model_id": encoder.model_id,
+            "cache_id": encoder.cache_id,  # with a fingerprint of local weights
+            "embed_dim": encoder.embed_dim,
+        },
         "corpus": {
             "source": corpus.source,
             "manifest_hash": corpus.manifest_hash,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import quote, urlparse
 
 import pytest
 from _explorer_helpers import CHROMIUM, chromium_page, launched_app, small_explorer
@@ -261,3 +262,23 @@ def test_heatmaps_show_where_the_latents_fire(url, page, tmp_path):
     page.locator("#inspect-heatmaps img").first.wait_for()
     assert page.locator("#inspect-heatmaps img").count() == 4  # the 4 strongest latents
     screenshot(page, "heatmaps")
+
+
+def test_a_deep_links_html_renders_as_text(url, page):
+    """``?latent=<a href=...>`` shows its HTML as text in the toast (no clickable foreign link)
+    and ``?text=![](https://...)`` shows as typed, with no image fetched from elsewhere."""
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url))
+    link = '<a href="https://evil.example/login">Session expired</a>'
+    page.goto(url + "?latent=" + quote(link))
+    toast = page.get_by_test_id("toast-text").first
+    toast.wait_for()
+    assert link in toast.inner_text()
+    assert toast.locator("a").count() == 0
+    page.goto(url + "?text=" + quote("![](https://evil.example/pixel.png) see <b>this</b>"))
+    desc = page.locator("#inspect-desc", has_text="evil.example")
+    desc.wait_for()
+    assert "![](https://evil.example/pixel.png) see <b>this</b>" in desc.inner_text()
+    assert desc.locator("img").count() == 0 and desc.locator("b").count() == 0
+    page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
+    assert not [u for u in fetched if urlparse(u).hostname == "evil.example"]

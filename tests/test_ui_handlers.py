@@ -289,6 +289,37 @@ def test_a_bad_link_warns_and_still_opens_its_tab(explorer):
     assert len(rest) + 1 == len(load.outputs)  # one value for each output the load fills
 
 
+def test_a_links_html_is_shown_as_text(explorer):
+    """A deep link's HTML reaches the toast escaped (toasts render HTML) and its Markdown
+    reaches the description escaped: no foreign link or image renders."""
+    link = '<a href="https://evil.example/login">Session expired</a>'
+    request = SimpleNamespace(query_params={"latent": link})
+    with pytest.warns(UserWarning) as warned:
+        page.open_link(explorer, 100.0, request)
+    message = str(warned[0].message)
+    assert "&lt;a href=&quot;https://evil.example/login&quot;&gt;Session expired" in message
+    assert "<a" not in message
+    text = "![](https://evil.example/pixel.png) <img src=x> *bold* $x$"
+    shown = page.link_view(explorer, {"text": text}).inspect.description
+    assert shown.startswith("**Input:** text: ")
+    typed = shown.split("text: ", 1)[1].split("  \n<small>Link:", 1)[0]  # before the view's link
+    assert typed == (
+        r"'\!\[\]\(https:\/\/evil\.example\/pixel\.png\) \<img src=x\> \*bold\* \$x\$'"
+    )
+    assert not re.search(r"(?<!\\)[!\[\]()<>*$/.]", typed)  # every special character escaped
+    start = steer_tab.steer_start(explorer, explorer.text_query(text))
+    assert f"text: {typed}" in start.description
+
+
+def test_a_handlers_error_is_escaped(explorer):
+    def refuse(explorer, text: str) -> None:
+        raise ValueError(f"no latent is called {text}")
+
+    with pytest.raises(gr.Error) as error:
+        wiring.bind(refuse, explorer)("<b>bold</b>")
+    assert str(error.value.message) == "no latent is called &lt;b&gt;bold&lt;/b&gt;"
+
+
 def test_the_page_offers_the_same_api(explorer):
     demo = build_demo(explorer)
     api_names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}

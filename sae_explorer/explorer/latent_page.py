@@ -56,7 +56,9 @@ def latent_page(
     images = examples.top_items(explorer, latent_id, n_images, "image")
     top_images = [
         CaptionedImage(
-            thumbnails.thumbnail_fpath(explorer, int(r.item), 128), f"{r.value:.3f}", int(r.item)
+            thumbnails.thumbnail_fpath(explorer, int(r.item), thumbnails.TOP_THUMB_PX),
+            f"{r.value:.3f}",
+            int(r.item),
         )
         for r in images.itertuples()
     ]

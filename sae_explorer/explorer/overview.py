@@ -150,7 +150,10 @@ def models_table(explorer: Explorer) -> pd.DataFrame:
 
 def public_id(source: str) -> str:
     """What a visitor may see of a source: a local file or folder by its name only (the
-    server's paths are not theirs to read); Hub, dataset and built-in names as they are."""
+    server's paths are not theirs to read); Hub, dataset and built-in names as they are; each
+    part of a multi-source corpus so."""
+    if SOURCE_SEPARATOR in source:
+        return SOURCE_SEPARATOR.join(public_id(part) for part in source.split(SOURCE_SEPARATOR))
     if not source or "://" in source or source.startswith(("hf-hub:", "hf:", "builtin:")):
         return source
     path, _, query = source.partition("?")

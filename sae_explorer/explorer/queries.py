@@ -33,7 +33,7 @@ class Query(NamedTuple):
 
 def image_query(explorer: Explorer, image: Any) -> Query:
     """Validate and encode an upload (path, bytes, PIL or array); ValueError on bad files."""
-    checked = check_image(image)
+    checked = check_image(image, input_px=explorer.encoder.preprocess.input_px)
     x_d = explorer.encoder.encode_images([checked.image])[0]
     w, h = checked.image.size
     return Query(

@@ -19,10 +19,16 @@ from sae_explorer.explorer import examples
 
 if TYPE_CHECKING:
     from sae_explorer.explorer.state import Explorer
+    from sae_explorer.index import ActivationIndex
 
 log = logging.getLogger(__name__)
 
 THUMB_PX = 96
+"""Thumbnail size of every grid but the latent page's top images."""
+TOP_THUMB_PX = 128
+"""Thumbnail size of a latent page's max-activating images."""
+THUMB_SIZES = (THUMB_PX, TOP_THUMB_PX)
+"""Every thumbnail size a page shows (what a published index ships for each image)."""
 
 
 class CaptionedImage(NamedTuple):
@@ -102,13 +108,26 @@ def thumbnail_fpath(explorer: Explorer, item: int, px: int = THUMB_PX) -> Path:
 
     Galleries get file paths rather than images: the web app then serves the same small
     file every time instead of encoding an image per request."""
-    fpath = explorer.thumbs_dpath / str(px) / f"{item}.webp"
+    fpath = thumb_fpath(explorer.thumbs_dpath, item, px)
     if not fpath.exists():
-        fpath.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        thumbnail(explorer, item, px).save(buf, format="WEBP", quality=90)
-        atomic_write_bytes(fpath, buf.getvalue())
+        write_thumbnail(explorer.index, item, px, fpath)
     return fpath
+
+
+def thumb_fpath(thumbs_dpath: Path, item: int, px: int) -> Path:
+    """Where the ``px`` thumbnail of index row ``item`` lives in a thumbnail folder."""
+    return Path(thumbs_dpath) / str(px) / f"{item}.webp"
+
+
+def write_thumbnail(index: ActivationIndex, item: int, px: int, fpath: Path) -> None:
+    """Write the WebP thumbnail of index row ``item`` (read from its stored source) to
+    ``fpath``, atomically."""
+    image = index.load_image(item).convert("RGB")
+    image.thumbnail((px, px))
+    buf = io.BytesIO()
+    image.save(buf, format="WEBP", quality=90)
+    fpath.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(fpath, buf.getvalue())
 
 
 def latent_thumbs(explorer: Explorer, latent_id: int, n: int) -> list[Thumb]:

@@ -35,6 +35,7 @@ from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
 from sae_explorer.corpus import Corpus, CorpusItem, default_cache_dpath
 from sae_explorer.index import ActivationIndex, IndexCounts
 from sae_explorer.index.build import (
+    INDEX_ON,
     ChunkEmbeddings,
     IndexBuilder,
     InOrder,
@@ -114,6 +115,13 @@ class PrecomputeConfig:
     sae_workers: int = field(
         default=2, metadata=doc("threads running SAE batches side by side, merged in order")
     )
+    index_on: str = field(
+        default="auto",
+        metadata=doc(
+            "where the top-k codes and per-latent statistics are computed: device (torch, where "
+            "the SAE runs), host (numpy), auto (device on an accelerator, host on a CPU)"
+        ),
+    )
     n_workers: int = field(
         default=8,
         metadata=doc("processes decoding images ahead of CLIP, at most one per core (0: none)"),
@@ -137,6 +145,8 @@ class PrecomputeConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_workers < 0 or self.n_words < 0:
             raise ValueError("n_workers and n_words must be >= 0")
+        if self.index_on not in INDEX_ON:
+            raise ValueError(f"index_on must be one of {INDEX_ON}, got {self.index_on!r}")
 
 
 class KeyedPlan(NamedTuple):

@@ -14,10 +14,10 @@ def item_keys(item_idx_b: torch.Tensor | np.ndarray, seed: int) -> np.ndarray:
     Each latent keeps the active items with the smallest keys: a uniform sample of them that
     does not depend on batch or chunk boundaries, so resumed runs sample the same items.
     """
-    x = _np(item_idx_b, np.int64).astype(np.uint64) + np.uint64(seed) * np.uint64(
-        0x9E3779B97F4A7C15
-    )
     with np.errstate(over="ignore"):
+        x = _np(item_idx_b, np.int64).astype(np.uint64) + np.uint64(seed) * np.uint64(
+            0x9E3779B97F4A7C15
+        )
         x = x + np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

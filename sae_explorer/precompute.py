@@ -183,7 +183,7 @@ def precompute(
     after that many new chunks (leaving a resumable folder) and raises ``InterruptedError``;
     tests use it to simulate an interruption.
     """
-    _check_inputs(encoder, sae, corpus)
+    check_inputs(encoder, sae, corpus)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dpath()
     key, plan = corpus_key(encoder, sae, corpus, cfg)
     dpath = index_dpath(cache_root, key)
@@ -195,7 +195,7 @@ def precompute(
         if index is not None:
             report(1.0, f"index found: {index.n_items} items")
         else:
-            stats = _corpus_stats_source(encoder, sae, corpus, cfg, plan, cache_root, report)
+            stats = corpus_stats_source(encoder, sae, corpus, cfg, plan, cache_root, report)
             _build_from_corpus(
                 encoder, sae, corpus, dpath, key, cfg, report, stop_after_chunks, stats
             )
@@ -248,7 +248,7 @@ def index_embeddings(
 
 
 # --------------------------------------------------------------------------- the steps
-def _check_inputs(encoder: ClipEncoder, sae: SAE, corpus: Corpus) -> None:
+def check_inputs(encoder: ClipEncoder, sae: SAE, corpus: Corpus) -> None:
     if len(corpus) == 0:
         raise ValueError("the corpus is empty: nothing to precompute")
     encoder.check_sae(sae)
@@ -266,7 +266,7 @@ def _check_inputs(encoder: ClipEncoder, sae: SAE, corpus: Corpus) -> None:
         raise ValueError(f"unknown item modalities {bad}; allowed: image, text")
 
 
-def _corpus_stats_source(
+def corpus_stats_source(
     encoder, sae, corpus, cfg: PrecomputeConfig, plan: StatsPlan, cache_root: Path, report
 ) -> StatsSource:
     """The corpus build's statistics: corpus items of a modality the SAE was not trained on,
@@ -287,14 +287,7 @@ def _build_from_corpus(
     dpath.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     embedder = CorpusEmbedder(encoder, corpus, cfg, timer)
-    meta = {
-        "encoder": {"model_id": encoder.model_id, "embed_dim": encoder.embed_dim},
-        "corpus": {
-            "source": corpus.source,
-            "manifest_hash": corpus.manifest_hash,
-            "n_items": len(corpus),
-        },
-    }
+    meta = build_meta(encoder, corpus)
     try:
         builder = IndexBuilder(
             sae, corpus.items, embedder, cfg, dpath, key, report, meta, timer, stats
@@ -302,6 +295,20 @@ def _build_from_corpus(
         builder.run(stop_after_chunks)
     finally:
         embedder.close()
+
+
+def build_meta(encoder: ClipEncoder, corpus: Corpus) -> dict:
+    """What a corpus build's manifest says its embeddings came from (shard files of the corpus
+    that could not be read are listed there too)."""
+    return {
+        "encoder": {"model_id": encoder.model_id, "embed_dim": encoder.embed_dim},
+        "corpus": {
+            "source": corpus.source,
+            "manifest_hash": corpus.manifest_hash,
+            "n_items": len(corpus),
+            "unreadable_sources": [u._asdict() for u in corpus.unreadable],
+        },
+    }
 
 
 def _embeddings_key(
@@ -369,7 +376,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if a finished index exists"
     )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: this process; ray: shards built by Ray actors across a cluster, then "
+        "merged (the same index; the --ray-* options) (default: local)",
+    )
+    from sae_explorer.ray_engine import RayConfig
+
+    add_dataclass_args(parser, RayConfig, "ray")
     return parser
+
+
+ENGINES = ("local", "ray")
+"""Where ``python -m sae_explorer precompute`` builds (``--engine``)."""
+
+
+def _build_on_ray(args: argparse.Namespace, cfg: PrecomputeConfig, corpus: Corpus, progress):
+    from sae_explorer.ray_engine import ModelSpec, RayConfig, precompute_on_ray
+
+    ray_cfg = dataclass_from_args(RayConfig, args, "ray")
+    models = ModelSpec(args.clip, args.sae, args.pretrained, args.device)
+    build = precompute_on_ray(models, corpus, args.cache_dir, cfg, ray_cfg, progress, args.force)
+    print(
+        f"ray: {len(build.computed)} shards built, {len(build.reused)} found built"
+        + (f", {build.retried} retried" if build.retried else ""),
+        flush=True,
+    )
+    return build.index
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """``--ray-*`` options only with ``--engine ray``: never silently ignored."""
+    from sae_explorer.ray_engine import RayConfig
+
+    if args.engine == "ray":
+        return
+    given = [f.name for f in fields(RayConfig) if getattr(args, f"ray_{f.name}") != f.default]
+    if given:
+        flags = ", ".join("--ray-" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{flags} apply only with --engine ray")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,9 +430,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = dataclass_from_args(PrecomputeConfig, args)
+        _check_engine(args)
         t0 = time.perf_counter()
-        encoder = load_encoder(args.clip, args.pretrained, args.device)
-        sae = load_sae(args.sae)
+        if args.engine == "local":
+            encoder = load_encoder(args.clip, args.pretrained, args.device)
+            sae = load_sae(args.sae)
         t_models = time.perf_counter() - t0
         t0 = time.perf_counter()
         corpus = load_corpus(args.corpus, args.max_items, args.cache_dir)
@@ -395,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({corpus.n_images} images, {corpus.n_texts} texts) listed in {t_corpus:.1f}s",
             flush=True,
         )
+        for source in corpus.unreadable:
+            print(f"skipped unreadable {source.source}: {source.error}", file=sys.stderr)
         with tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True) as bar:
 
             def progress(frac: float, msg: str) -> None:
@@ -403,9 +454,12 @@ def main(argv: list[str] | None = None) -> int:
                 bar.refresh()
 
             t0 = time.perf_counter()
-            index = precompute(
-                encoder, sae, corpus, args.cache_dir, cfg, progress, force=args.force
-            )
+            if args.engine == "ray":
+                index = _build_on_ray(args, cfg, corpus, progress)
+            else:
+                index = precompute(
+                    encoder, sae, corpus, args.cache_dir, cfg, progress, force=args.force
+                )
             total = time.perf_counter() - t0
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -201,7 +201,8 @@ class IndexBuilder:
         self.device = sae.latent_bias.device
         self.index_on = resolve_index_on(cfg.index_on, self.device)
 
-    def _use_stats(self, stats: ModalityStats) -> None:
+    def use_stats(self, stats: ModalityStats) -> None:
+        """Encode with these input statistics (a shard worker's: the driver computed them)."""
         self.stats, self.saes = stats, stats.saes(self.sae)
 
     # ------------------------------------------------------------------ start or resume
@@ -225,7 +226,7 @@ class IndexBuilder:
             self.timer.add(name, seconds)
         n_done = int(checkpoint.n_chunks_done)
         log.info("resuming %s after chunk %d/%d", self.dpath, n_done, self.n_chunks)
-        self._use_stats(stats)
+        self.use_stats(stats)
         acc = saved.acc
         if self.index_on == "device":
             acc = DeviceAccumulator.from_state(acc.state(), self.device)
@@ -242,7 +243,7 @@ class IndexBuilder:
     def _start_over(self) -> BuildStart:
         clear_index_dpath(self.dpath, keep=True)  # start clean
         t0 = time.perf_counter()
-        self._use_stats(self.stats_source.compute())
+        self.use_stats(self.stats_source.compute())
         self.stats.save(self.dpath)
         if not self.stats_source.plan.checkpoint_only:
             self.timer.add("input_stats_s", time.perf_counter() - t0)
@@ -298,7 +299,7 @@ class IndexBuilder:
                     self.timer.add("checkpoint_s", last_checkpoint - t0)
                 self.report(0.9 * done / n_items, f"encoded {done}/{n_items} items")
         self.report(0.9, "writing the index")
-        self._finish(acc, skipped, files, time.perf_counter() - t_start)
+        self.finish(acc, skipped, files, time.perf_counter() - t_start)
 
     def encode_chunk(
         self,
@@ -389,7 +390,7 @@ class IndexBuilder:
             future.result()
 
     # ------------------------------------------------------------------ assembly
-    def _finish(
+    def finish(
         self, acc: Accumulator, skipped: list[dict], files: BuildFiles, run_s: float
     ) -> None:
         """Close the files, write the per-latent arrays, the items table and, last, the

@@ -37,6 +37,11 @@ class DeviceCodes(NamedTuple):
     n_active_b: np.ndarray  # int64 [b]: positive entries per item
 
 
+def _ones_as(index_bl: torch.Tensor) -> torch.Tensor:
+    """Ones of ``index_bl``'s shape without allocating them (a broadcast scalar)."""
+    return torch.ones((), dtype=index_bl.dtype, device=index_bl.device).expand_as(index_bl)
+
+
 def _value_priority(z_bl: torch.Tensor, pos_bl: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     """int64 priority of every entry: its value's bits, then the lower ``low`` index (an item
     index per row ``[b, 1]`` or a latent index per column ``[1, l]``); WORST where inactive."""
@@ -118,12 +123,12 @@ class DeviceAccumulator:
         self.sum_l += torch.where(pos_bl, z_bl, 0).sum(0, dtype=torch.float64)
         bin_bl = ((z_bl.view(torch.int32) >> HIST_SHIFT) - HIST_CODE_LO).clamp_(0, HIST_N_BINS - 1)
         bin_bl = torch.where(pos_bl, bin_bl, HIST_N_BINS).to(torch.int64)
-        self.hist_hl.scatter_add_(0, bin_bl, torch.ones_like(bin_bl))
+        self.hist_hl.scatter_add_(0, bin_bl, _ones_as(bin_bl))
         del bin_bl
         if levels_bl is not None and self.n_levels > 0:
             levels_bl = levels_bl.to(dev, torch.int64)
             level_bl = torch.where(levels_bl >= 0, levels_bl, self.n_levels)
-            self.level_count_nl.scatter_add_(0, level_bl, torch.ones_like(level_bl))
+            self.level_count_nl.scatter_add_(0, level_bl, _ones_as(level_bl))
         idx_b = torch.from_numpy(np.ascontiguousarray(item_idx_b, dtype=np.int64)).to(dev)
         self._merge_top(_value_priority(z_bl, pos_bl, idx_b.unsqueeze(1)))
         key_b = torch.from_numpy(item_keys(item_idx_b, self.seed)).to(dev)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
+from sae_explorer.cli import add_dataclass_args, add_source_args, dataclass_from_args, doc
 from sae_explorer.corpus import Corpus, CorpusItem, default_cache_dpath
 from sae_explorer.index import ActivationIndex, IndexCounts
 from sae_explorer.index.build import (
@@ -365,27 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sae_explorer precompute",
         description="Encode a corpus with CLIP and an SAE and build the latent activation index.",
     )
-    parser.add_argument(
-        "--clip",
-        required=True,
-        help="CLIP model: builtin:shapes, ViT-B-32, hf-hub:org/repo, local-dir:/path",
-    )
-    parser.add_argument(
-        "--pretrained",
-        default=None,
-        help="open_clip pretrained tag or weights file (none: random init)",
-    )
-    parser.add_argument(
-        "--sae", required=True, help="SAE: builtin:shapes, a folder, a file or a hub id"
-    )
-    parser.add_argument(
-        "--corpus", required=True, action="append", help="corpus source; repeat to combine several"
-    )
-    parser.add_argument("--max-items", type=int, default=None, help="cap per corpus source")
-    parser.add_argument(
-        "--cache-dir", default=None, help=f"cache root (default {default_cache_dpath()})"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    add_source_args(parser)
     add_dataclass_args(parser, PrecomputeConfig)
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if a finished index exists"

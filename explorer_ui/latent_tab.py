@@ -1,9 +1,11 @@
 """The Latent tab: one latent by id, by a search of the names, or opened from a click anywhere
-(a table row or a thumbnail); its statistics, strongest images and texts, lower quantiles,
-histogram, names and similar latents; the page exported as JSON or CSV."""
+(a table row, a thumbnail, a point of the latent map); its statistics, strongest images and
+texts side by side with their cross-modal agreement, lower quantiles, histogram, the labels of
+its examples, names and similar latents; the page exported as JSON or CSV."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -35,6 +37,8 @@ class LatentTab(NamedTuple):
     similar: gr.Dataframe
     quantiles: gr.Dataframe
     export: ExportControls
+    agreement: gr.Markdown
+    label_mix: gr.Plot
 
     @property
     def outputs(self) -> list[Any]:
@@ -49,6 +53,8 @@ class LatentTab(NamedTuple):
             self.top_texts,
             self.similar,
             self.quantiles,
+            self.agreement,
+            self.label_mix,
         ]
 
 
@@ -64,6 +70,8 @@ class LatentView(NamedTuple):
     top_texts: pd.DataFrame
     similar: pd.DataFrame  # latent, cosine, names
     quantiles: pd.DataFrame
+    agreement: str  # markdown: the cross-modal agreement of the top images and texts
+    label_mix: go.Figure  # label shares of the top examples and of each quantile bin
 
 
 def layout(explorer: Explorer) -> LatentTab:
@@ -80,17 +88,24 @@ def layout(explorer: Explorer) -> LatentTab:
             visible=False,
         )
         summary = gr.Markdown(elem_id="latent-summary")
-        with gr.Row():
+        agreement = gr.Markdown(elem_id="latent-agreement")
+        with gr.Row():  # both modalities side by side
             with gr.Column(scale=2):
                 gr.Markdown("**Max-activating images** (activation)")
                 top_images = thumbs_component("latent-top", clickable=True)
+            with gr.Column(scale=1):
+                top_texts = gr.Dataframe(
+                    label="Max-activating texts", interactive=False, elem_id="latent-texts"
+                )
+        with gr.Row():
+            with gr.Column(scale=2):
                 gr.Markdown("**Samples from lower activation quantiles**")
                 quantile_images = thumbs_component("latent-quantiles", clickable=True)
                 histogram = gr.Plot(label="Activation histogram")
+                label_mix = gr.Plot(label="Labels of its examples", elem_id="latent-labels")
             with gr.Column(scale=1):
                 release = " beside the MSAE release's" if explorer.release_names else ""
                 names = gr.Dataframe(label=f"Names (vocabulary, score){release}", interactive=False)
-                top_texts = gr.Dataframe(label="Max-activating texts", interactive=False)
                 similar = gr.Dataframe(
                     label="Most similar decoder directions (click to open)", interactive=False
                 )
@@ -115,6 +130,8 @@ def layout(explorer: Explorer) -> LatentTab:
         similar,
         quantiles,
         export,
+        agreement,
+        label_mix,
     )
 
 
@@ -158,6 +175,8 @@ def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
         page.top_texts,
         page.similar,
         page.quantiles,
+        agreement_markdown(page),
+        page.label_mix.figure,
     )
 
 
@@ -171,8 +190,30 @@ def summary_markdown(page: LatentPage) -> str:
         + f"frequency {s.frequency:.4f} · mean {s.mean_activation:.3f} · "
         f"max {s.max_activation:.3f} · images {s.image_fraction:.0%} / texts "
         f"{s.text_fraction:.0%} · Matryoshka level {level}"
+        + purity_text(page)
         + (" · **dead on this corpus**" if s.dead else "")
         + address.link_markdown(link)
+    )
+
+
+def purity_text(page: LatentPage) -> str:
+    """`` · label purity 75% (cross)`` when the corpus has labels, else nothing."""
+    purity = page.label_mix.purity
+    if purity.top_label is None:
+        return ""
+    return f" · label purity {purity.purity:.0%} ({purity.top_label}, of {purity.n_labelled})"
+
+
+def agreement_markdown(page: LatentPage) -> str:
+    """The cross-modal agreement in words, with the chance level beside it."""
+    a = page.agreement
+    if math.isnan(a.score):
+        missing = "image" if a.k == 0 else "text"
+        return f"**Cross-modal agreement:** none (no active {missing} in the corpus)"
+    return (
+        f"**Cross-modal agreement {a.score:.2f}** (chance {a.chance:.2f}): of the {a.k} "
+        f"corpus images nearest each of the top {a.n_texts} texts in CLIP space, this share "
+        f"on average is among the latent's top {a.k} images."
     )
 
 

@@ -22,6 +22,7 @@ from _explorer_helpers import small_explorer
 from explorer_ui import (
     address,
     banner,
+    browse_tab,
     build_demo,
     inputs,
     inspect_tab,
@@ -40,6 +41,7 @@ LABELS = "red, blue, green, yellow"
 HANDLER_MODULES = (
     address,
     banner,
+    browse_tab,
     inputs,
     inspect_tab,
     latent_tab,

@@ -85,7 +85,9 @@ def layout(explorer: Explorer) -> BrowseTab:
     with gr.Tab("Latents", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)), gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
-                min_freq = gr.Number(0, label="min frequency %", minimum=0, maximum=100)
+                min_freq = gr.Number(
+                    0, label="min frequency %", minimum=0, maximum=100, elem_id="browse-min-freq"
+                )
                 max_freq = gr.Number(100, label="max frequency %", minimum=0, maximum=100)
                 level = gr.Dropdown(
                     level_choices, value=[], multiselect=True, label="levels (none: all)"
@@ -97,7 +99,9 @@ def layout(explorer: Explorer) -> BrowseTab:
                 max_image = gr.Slider(0, 100, 100, step=1, label="max image share %")
                 name = gr.Textbox(label="name contains", placeholder="e.g. blue")
             with gr.Row():
-                sort_by = gr.Dropdown(list(COLUMNS), value="frequency", label="sort by")
+                sort_by = gr.Dropdown(
+                    list(COLUMNS), value="frequency", label="sort by", elem_id="browse-sort"
+                )
                 descending = gr.Checkbox(True, label="descending")
                 page_size = gr.Dropdown(list(PAGE_SIZES), value=PAGE_SIZE, label="rows")
                 previous = gr.Button("◀ previous", size="sm")

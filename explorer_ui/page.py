@@ -1,4 +1,4 @@
-"""The whole page: the banner and the four tabs laid out first, then wired; a deep link
+"""The whole page: the banner and the five tabs laid out first, then wired; a deep link
 (``?tab=latent&latent=12``, ``?text=a%20red%20circle``, ``?item=42``, ``?tab=steer&text=...``,
 ``?tab=overview``) is opened when the page loads, and the address bar follows what the page shows
 afterwards (``address``): Back and Forward reopen the links they return to."""

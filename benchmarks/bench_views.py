@@ -3,10 +3,10 @@ network), on the built-in world and on a synthetic 100k-item index with 24,576 l
 
     python benchmarks/bench_views.py [--items 100000] [--latents 24576] [--calls 7] [--umap]
 
-The synthetic index: random unit embeddings of the built-in world's CLIP width (64), half of
+The synthetic index: random unit-variance embeddings of the built-in world's CLIP width (64), half of
 them "images" (drawn shapes, so thumbnails can be made) and half texts, with 10 random labels,
 indexed through ``sae_explorer.precompute.index_embeddings`` with a random Matryoshka SAE whose
-latent bias keeps ~1% of latents active per item. Each view is called once cold (the first call
+latent bias keeps ``--density`` of the latents active per item. Each view is called once cold (the first call
 also writes thumbnails and, for the map, the projection's cache file), then ``--calls`` times;
 the median and max of those are printed against the 300 ms target. One-off costs (the latent
 table, the PCA map; UMAP with ``--umap``) are printed apart: they are computed once per SAE.
@@ -67,9 +67,15 @@ def views(explorer: Explorer, latent_id: int) -> dict[str, Callable[[], object]]
 
 
 def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
+    return timed_both(fn)[0]
+
+
+def timed_both(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU milliseconds of one call (CPU: every thread of this process; on a shared
+    machine the wall time also counts waiting for a core, the CPU time does not)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return (time.perf_counter() - t0) * 1e3
+    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
 
 
 def report(title: str, explorer: Explorer, calls: int, umap: bool) -> None:
@@ -82,16 +88,20 @@ def report(title: str, explorer: Explorer, calls: int, umap: bool) -> None:
         print(f"  once per SAE:      UMAP map {timed(lambda: explorer.decoder_map('umap')):.0f} ms")
     live = np.flatnonzero(explorer.frequency_l > 0)
     latent_id = int(live[np.argsort(explorer.frequency_l[live])[len(live) // 2]])  # median
-    print(f"  {'view':38s} {'cold':>8s} {'median':>8s} {'max':>8s}  <= {TARGET_MS:.0f} ms")
+    print(f"  latent {latent_id} (median frequency); times in ms, wall (CPU)")
+    print(f"  {'view':38s} {'cold':>14s} {'median':>14s} {'max':>8s}  <= {TARGET_MS:.0f} ms")
     for name, fn in views(explorer, latent_id).items():
-        cold = timed(fn)
-        times = [timed(fn) for _ in range(calls)]
-        median, worst = float(np.median(times)), max(times)
-        verdict = "yes" if median <= TARGET_MS else "NO"
-        print(f"  {name:38s} {cold:8.1f} {median:8.1f} {worst:8.1f}  {verdict}")
+        cold = timed_both(fn)
+        times = np.array([timed_both(fn) for _ in range(calls)])
+        median, cpu = np.median(times, axis=0)
+        verdict = "yes" if median <= TARGET_MS else ("CPU yes" if cpu <= TARGET_MS else "NO")
+        print(
+            f"  {name:38s} {cold[0]:6.0f} ({cold[1]:5.0f}) {median:6.0f} ({cpu:5.0f}) "
+            f"{times[:, 0].max():8.0f}  {verdict}"
+        )
 
 
-def synthetic_explorer(cache_dpath: Path, n_items: int, n_latents: int) -> Explorer:
+def synthetic_explorer(cache_dpath: Path, n_items: int, n_latents: int, density: float) -> Explorer:
     """A random-embedding index of ``n_items`` (half images of the shapes world, half texts, 10
     labels) under a random Matryoshka SAE of the world's CLIP width (see the module docstring)."""
     from statistics import NormalDist
@@ -111,10 +121,11 @@ def synthetic_explorer(cache_dpath: Path, n_items: int, n_latents: int) -> Explo
     cfg = SAEConfig.matryoshka(d, n_latents, k=32)
     sae = SAE(cfg, generator=torch.Generator().manual_seed(0)).eval()
     with torch.no_grad():
-        sae.latent_bias.fill_(-NormalDist().inv_cdf(1.0 - 0.01))
+        sae.latent_bias.fill_(-NormalDist().inv_cdf(1.0 - density))
     rng = np.random.default_rng(0)
-    x_nd = rng.standard_normal((n_items, d)).astype(np.float32)
-    x_nd /= np.linalg.norm(x_nd, axis=1, keepdims=True)
+    x_nd = rng.standard_normal((n_items, d)).astype(
+        np.float32
+    )  # unit variance, as the bias expects
     labels = [f"class{i}" for i in rng.integers(0, 10, n_items)]
     items = [
         CorpusItem(f"{i}:image", "image", f"{DEFAULT.source}?seed=0&index={i}", labels[i])
@@ -140,12 +151,15 @@ def main() -> None:
     parser.add_argument("--latents", type=int, default=24_576)
     parser.add_argument("--world-items", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=7)
+    parser.add_argument("--density", type=float, default=0.01, help="synthetic: latents on")
     parser.add_argument("--umap", action="store_true", help="also time the UMAP projection")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         world = world_explorer(Path(tmp) / "world", args.world_items)
         report("built-in world", world, args.calls, args.umap)
-        synthetic = synthetic_explorer(Path(tmp) / "synthetic", args.items, args.latents)
+        synthetic = synthetic_explorer(
+            Path(tmp) / "synthetic", args.items, args.latents, args.density
+        )
         report("synthetic index", synthetic, args.calls, args.umap)
 
 

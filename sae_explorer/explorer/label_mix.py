@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from sae_explorer.explorer import plots
+from sae_explorer.explorer import plots, queries
 
 if TYPE_CHECKING:
     from sae_explorer.explorer.state import Explorer
@@ -94,10 +94,11 @@ def purity_l(top_idx_lm: np.ndarray, codes: LabelCodes) -> tuple[np.ndarray, np.
 
 def purity(explorer: Explorer, latent_id: int) -> Purity:
     """The purity of one latent's top examples (the browser's ``label_purity`` column)."""
-    top_idx = np.asarray(explorer.index.top_examples(latent_id)["item_idx"], dtype=np.int64)
+    top_idx = np.asarray(explorer.index.top_idx_lm[latent_id], dtype=np.int64)
     codes = explorer.label_codes
     value, code = purity_l(top_idx[None, :], codes)
-    n_labelled = int((codes.code_n[top_idx] >= 0).sum()) if len(top_idx) else 0
+    top_idx = top_idx[top_idx >= 0]
+    n_labelled = int((codes.code_n[top_idx] >= 0).sum())
     top_label = None if code[0] < 0 else str(codes.labels[code[0]])
     return Purity(float(value[0]), top_label, n_labelled)
 
@@ -105,17 +106,13 @@ def purity(explorer: Explorer, latent_id: int) -> Purity:
 def label_mix(explorer: Explorer, latent_id: int, n_bins: int = N_BINS) -> LabelMix:
     """The labels of the latent's top examples and of each activation-quantile bin of its random
     active sample (every sampled item, not only the few the page shows)."""
-    top = explorer.index.top_examples(latent_id)
-    per_bin = int(explorer.index.manifest["config"]["n_samples"])
-    sample = explorer.index.quantile_samples(latent_id, n_bins, per_bin)
-    groups = [(TOP_GROUP, top["item_idx"].to_numpy())]
-    groups += [
-        (bin_name(b, n_bins), sample.loc[sample["bin"] == b, "item_idx"].to_numpy())
-        for b in sorted(set(sample["bin"]), reverse=True)
-    ]
-    table = mix_table(
-        [(name, item_labels(explorer, items)) for name, items in groups if len(items)]
-    )
+    latent_id = queries.check_latent(explorer, latent_id)
+    top = np.asarray(explorer.index.top_idx_lm[latent_id], dtype=np.int64)
+    sample, bins = explorer.index.sample_bins(latent_id, n_bins)
+    groups = [(TOP_GROUP, top[top >= 0])]
+    groups += [(bin_name(b, n_bins), sample[bins == b]) for b in range(n_bins - 1, -1, -1)]
+    groups = [(name, items) for name, items in groups if len(items)]
+    table = mix_table(explorer.label_codes, groups)
     fig = plots.label_mix_bars(shown_mix(table), latent_id)
     return LabelMix(table, purity(explorer, latent_id), fig)
 
@@ -126,30 +123,32 @@ def bin_name(b: int, n_bins: int) -> str:
     return f"q{b + 1}/{n_bins}{tail}"
 
 
-def mix_table(groups: list[tuple[str, list[str | None]]]) -> pd.DataFrame:
-    """group, label, count, share: each group's labelled items counted by label, most first."""
-    frames = []
-    for name, labels in groups:
-        counts = pd.Series([lab for lab in labels if lab is not None], dtype=object).value_counts()
-        frames.append(
-            pd.DataFrame(
-                {
-                    "group": name,
-                    "label": counts.index.astype(str),
-                    "count": counts.to_numpy(dtype=np.int64),
-                    "share": (counts / max(counts.sum(), 1)).round(4).to_numpy(),
-                }
-            )
-        )
-    columns = ["group", "label", "count", "share"]
-    return (
-        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    )
+def mix_table(codes: LabelCodes, groups: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
+    """group, label, count, share: each group's labelled items (index rows) counted by label,
+    most first."""
+    n_codes = len(codes.labels)
+    parts = []
+    for name, items in groups:
+        code = codes.code_n[items]
+        counts = np.bincount(code[code >= 0], minlength=n_codes)
+        order = np.argsort(-counts, kind="stable")
+        order = order[counts[order] > 0]
+        total = max(int(counts.sum()), 1)
+        parts.append((name, codes.labels[order], counts[order], np.round(counts[order] / total, 4)))
+    return pd.DataFrame(
+        {
+            "group": np.concatenate([[n] * len(c) for n, _, c, _ in parts]) if parts else [],
+            "label": np.concatenate([lab for _, lab, _, _ in parts]) if parts else [],
+            "count": np.concatenate([c for _, _, c, _ in parts]) if parts else [],
+            "share": np.concatenate([s for _, _, _, s in parts]) if parts else [],
+        },
+        columns=["group", "label", "count", "share"],
+    ).astype({"count": np.int64, "share": np.float64, "label": object, "group": object})
 
 
 def shown_mix(table: pd.DataFrame, max_labels: int = MAX_LABELS_SHOWN) -> pd.DataFrame:
     """The table with all but the ``max_labels`` most common labels summed into ``OTHER``."""
-    if table.empty:
+    if table["label"].nunique() <= max_labels:
         return table
     keep = table.groupby("label")["count"].sum().nlargest(max_labels).index
     shown = table.assign(label=table["label"].where(table["label"].isin(keep), OTHER))

@@ -143,9 +143,10 @@ def test_ten_thousand_character_text_works(client):
 
 
 def test_latent_page(client, explorer):
-    latent_id, summary, gallery, quant_gallery, hist, names, texts, similar, quant = client.predict(
-        5, api_name="/latent"
-    )
+    outputs = client.predict(5, api_name="/latent")
+    latent_id, summary, gallery, quant_gallery, hist, names, texts, similar, quant = outputs[:9]
+    agreement, label_mix = outputs[9:]
+    assert agreement.startswith("**Cross-modal agreement ") and label_mix["type"] == "plotly"
     assert latent_id == 5
     assert summary.startswith("### Latent 5") and 'href="?tab=latent&amp;latent=5"' in summary
     srcs = re.findall(r'<img src="gradio_api/file=([^"]+)"', gallery)
@@ -165,7 +166,7 @@ def test_latent_page(client, explorer):
     assert hist["type"] == "plotly"
     assert similar["headers"] == ["latent", "cosine", "names"] and len(similar["data"]) > 0
     assert names["headers"] == ["name", "score"]
-    assert texts["headers"] == ["value", "text"]
+    assert texts["headers"] == ["value", "text", "item", "label"]
     assert len(quant["data"]) > 0
 
 

@@ -4,9 +4,12 @@ labels in the tooltips, the agreement in words."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 import pytest
 from _explorer_helpers import small_explorer
 
@@ -127,3 +130,14 @@ def test_the_latents_tab_is_on_the_page_and_linkable(explorer):
 
     assert (ids["browse-table"], "select") in wired("open_row")  # a row opens its latent
     assert (ids["browse-map-click"], "click") in wired("open_thumb")  # so does a map point
+
+
+def test_the_latent_export_carries_labels_and_agreement(explorer):
+    payload = json.loads(Path(latent_tab.export_latent(explorer, 3, "json")).read_text())
+    purity = explorer.latent_table.frame.loc[3, "label_purity"]
+    assert payload["summary"]["label_purity"] == pytest.approx(purity)
+    assert payload["summary"]["cross_modal_agreement"] == pytest.approx(
+        explorer.cross_modal_agreement(3).score
+    )
+    shares = pd.DataFrame(payload["label_mix"]).groupby("group")["share"].sum()
+    assert shares.round(2).eq(1.0).all()  # each group's shares add up

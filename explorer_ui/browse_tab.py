@@ -32,6 +32,15 @@ from sae_explorer.explorer.latent_table import (
 TAB_ID = "latents"
 MAP_ID = "browse-map"
 PAGE_SIZES = (25, 50, 100, 250)
+SHOWN_DECIMALS = {
+    NAME_SCORE_COLUMN: 3,
+    "frequency": 5,
+    "mean_act": 3,
+    "max_act": 3,
+    "image_share": 3,
+    "label_purity": 3,
+}
+"""Digits the table shows (the library keeps full precision; sorting happens before rounding)."""
 PageMove = Literal["first", "this", "previous", "next"]
 """Which page a request shows: the first (a filter changed), the typed one, or a neighbour."""
 COLUMNS_HELP = (
@@ -223,7 +232,7 @@ def browse_view(
         wanted = min(max(wanted + (1 if move == "next" else -1), 1), n_pages)
     shown = explorer.browse_latents(flt, sort_by, descending, wanted, size)
     return BrowseView(
-        shown.rows,
+        shown.rows.round(SHOWN_DECIMALS),
         page_info(shown, size, explorer.n_latents),
         shown.page,
         listed_histogram(explorer, flt),

@@ -50,9 +50,10 @@ def test_pages_turn_and_stop_at_the_ends(explorer):
     assert view(explorer, "previous", 1).page == 1  # stops, no error
     last = view(explorer, "next", n_pages)
     assert last.page == n_pages and f"page **{n_pages}** of {n_pages}" in last.info
-    assert view(explorer, "this", 3).table.equals(
-        explorer.browse_latents(sort_by="frequency", page=3, page_size=25).rows
-    )
+    third = explorer.browse_latents(sort_by="frequency", page=3, page_size=25).rows
+    shown = view(explorer, "this", 3).table
+    assert shown["latent"].tolist() == third["latent"].tolist()
+    assert shown["max_act"].tolist() == third["max_act"].round(3).tolist()  # shown rounded
     with pytest.raises(ValueError, match="page 99 does not exist"):
         view(explorer, "this", 99)
     assert view(explorer, "first", 5).page == 1  # a changed filter starts again

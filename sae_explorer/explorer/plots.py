@@ -148,6 +148,11 @@ def label_mix_bars(table: pd.DataFrame, latent_id: int) -> go.Figure:
     return go.Figure(data=bars, layout=layout)
 
 
+MAP_COLOURWAY = [
+    "#3b6fd4", "#e07b39", "#4aa564", "#b64fc8", "#d4443b",
+    "#8c6d31", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22",
+]  # fmt: skip
+"""Ten distinguishable colours: Matryoshka SAEs have up to ten levels or so."""
 WEBGL_ABOVE = 5000
 """Maps of more points are drawn with WebGL (scattergl): SVG slows down past a few thousand."""
 
@@ -195,6 +200,7 @@ def decoder_map(
         "height": 480,
         "clickmode": "event",
         "hovermode": "closest",
+        "colorway": MAP_COLOURWAY,
         "template": PLOT_TEMPLATE,
     }
     return go.Figure(data=traces, layout=layout)

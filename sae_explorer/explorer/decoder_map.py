@@ -128,19 +128,14 @@ def map_figure(
     if colour_by not in MAP_COLOURS:
         raise ValueError(f"cannot colour the map by {colour_by!r}; allowed: {MAP_COLOURS}")
     xy_l2 = decoder_map(explorer, method, progress).xy_l2
-    table = explorer.latent_table.frame
+    latents_table = explorer.latent_table
     shown = np.arange(explorer.n_latents) if latents is None else np.asarray(latents, np.int64)
-    rows = table.iloc[shown]
-    hover = (
-        "latent " + rows["latent"].astype(str) + ": " + rows["name"].astype(str)
-        + " · level " + rows["level"].astype(str)
-        + " · frequency " + rows["frequency"].map("{:.3%}".format)
-    )  # fmt: skip
+    hover = latents_table.hover_l[shown]
     if colour_by == "level":
-        colour, title = rows["level"].to_numpy(), "level"
+        colour, title = explorer.levels_l[shown], "level"
     else:
         floor = 0.5 / max(explorer.index.n_items, 1)
-        colour, title = np.log10(np.maximum(rows["frequency"].to_numpy(), floor)), "log10 freq."
+        colour, title = np.log10(np.maximum(explorer.frequency_l[shown], floor)), "log10 freq."
     return plots.decoder_map(
-        xy_l2[shown], shown, colour, title, hover.tolist(), categorical=colour_by == "level"
+        xy_l2[shown], shown, colour, title, hover, categorical=colour_by == "level"
     )

@@ -66,6 +66,7 @@ class LatentTable(NamedTuple):
 
     frame: pd.DataFrame  # one row per latent, COLUMNS in order
     all_names_l: np.ndarray  # object [n_latents]: every candidate name, lower case (for search)
+    hover_l: np.ndarray  # object [n_latents]: one line naming each latent, for plot tooltips
 
 
 class LatentTablePage(NamedTuple):
@@ -144,7 +145,12 @@ def latent_table(explorer: Explorer) -> LatentTable:
         }
     )
     assert tuple(table.columns) == COLUMNS
-    return LatentTable(table, named.all_names_l)
+    hover = (
+        "latent " + table["latent"].astype(str) + ": " + table["name"].astype(str)
+        + " · level " + table["level"].astype(str)
+        + " · frequency " + table["frequency"].map("{:.3%}".format)
+    )  # fmt: skip
+    return LatentTable(table, named.all_names_l, hover.to_numpy(dtype=object))
 
 
 def filter_mask(latents: LatentTable, flt: LatentFilter) -> np.ndarray:

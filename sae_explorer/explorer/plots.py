@@ -175,10 +175,10 @@ def decoder_map(
         return {
             "type": kind,
             "mode": "markers",
-            "x": xy_l2[keep, 0].tolist(),
-            "y": xy_l2[keep, 1].tolist(),
-            "customdata": latent_l[keep].tolist(),
-            "text": hover[keep].tolist(),
+            "x": xy_l2[keep, 0],
+            "y": xy_l2[keep, 1],
+            "customdata": latent_l[keep],
+            "text": hover[keep],
             "hovertemplate": "%{text}<extra></extra>",
             **extra,
         }
@@ -189,7 +189,7 @@ def decoder_map(
             for value in np.unique(colour_l)
         ]
     else:
-        colours = {"color": colour_l.tolist(), "colorscale": "Viridis"}
+        colours = {"color": colour_l, "colorscale": "Viridis"}
         colour_bar = {"colorbar": {"title": {"text": colour_title}}}
         every = np.ones(len(latent_l), dtype=bool)
         traces = [trace(every, marker={**marker, **colours, **colour_bar}, showlegend=False)]

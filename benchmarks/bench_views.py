@@ -1,7 +1,12 @@
 """Server-side time of each view of the Latents and Latent tabs (the handler the page calls, no
-network), on the built-in world and on a synthetic 100k-item index with 24,576 latents.
+network), on the built-in world and on synthetic indexes of 100,000 items or 24,576 latents.
 
-    python benchmarks/bench_views.py [--items 100000] [--latents 24576] [--calls 7] [--umap]
+    python benchmarks/bench_views.py                                  # 100,000 items, 6,144 latents
+    python benchmarks/bench_views.py --items 20000 --latents 24576    # the widest MSAE
+    python benchmarks/bench_views.py --umap                           # also time UMAP (minutes)
+
+(Both synthetic sizes build in about 2 minutes on a 2-core CPU; 100,000 items with 24,576
+latents takes about 20.)
 
 The synthetic index: random unit-variance embeddings of the built-in world's CLIP width (64), half of
 them "images" (drawn shapes, so thumbnails can be made) and half texts, with 10 random labels,
@@ -148,10 +153,10 @@ def synthetic_explorer(cache_dpath: Path, n_items: int, n_latents: int, density:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--latents", type=int, default=24_576)
+    parser.add_argument("--latents", type=int, default=6_144)
     parser.add_argument("--world-items", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=7)
-    parser.add_argument("--density", type=float, default=0.01, help="synthetic: latents on")
+    parser.add_argument("--density", type=float, default=0.002, help="synthetic: latents on")
     parser.add_argument("--umap", action="store_true", help="also time the UMAP projection")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Take the README's screenshots of each tab: ``python docs/screenshots.py``.
 
 Serves the built-in shapes world (trained models when present), drives headless Chromium
-(``/usr/bin/chromium`` through Playwright) through Inspect, Latent, Steer and Overview, and saves
+(``/usr/bin/chromium`` through Playwright) through Inspect, Latent, Steer, Overview and Latents, and saves
 ``docs/<tab>.png``.
 """
 
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             page.get_by_role("tab", name="Overview").click()
             page.wait_for_timeout(2000)
             shot(page, args.out / "overview.png")
+
+            page.goto(url + "?tab=latents")
+            page.locator("#browse-table").get_by_test_id("cell-0-0").wait_for()
+            page.locator("#browse-map .js-plotly-plot").wait_for()
+            page.wait_for_timeout(2000)
+            shot(page, args.out / "latents.png")
     return 0
 
 

@@ -1,9 +1,11 @@
 """The Latent tab: one latent by id, by a search of the names, or opened from a click anywhere
-(a table row or a thumbnail); its statistics, strongest images and texts, lower quantiles,
-histogram, names and similar latents; the page exported as JSON or CSV."""
+(a table row, a thumbnail, a point of the latent map); its statistics, strongest images and
+texts side by side with their cross-modal agreement, lower quantiles, histogram, the labels of
+its examples, names and similar latents; the page exported as JSON or CSV."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -38,6 +40,8 @@ class LatentTab(NamedTuple):
     family: gr.Dataframe
     tree: gr.Markdown
     export: ExportControls
+    agreement: gr.Markdown
+    label_mix: gr.Plot
 
     @property
     def outputs(self) -> list[Any]:
@@ -54,6 +58,8 @@ class LatentTab(NamedTuple):
             self.quantiles,
             self.family,
             self.tree,
+            self.agreement,
+            self.label_mix,
         ]
 
 
@@ -71,6 +77,8 @@ class LatentView(NamedTuple):
     quantiles: pd.DataFrame
     family: pd.DataFrame  # Matryoshka parents and children
     tree: str  # markdown: the tree of its descendants, each a link
+    agreement: str  # markdown: the cross-modal agreement of the top images and texts
+    label_mix: go.Figure  # label shares of the top examples and of each quantile bin
 
 
 def layout(explorer: Explorer) -> LatentTab:
@@ -89,17 +97,24 @@ def layout(explorer: Explorer) -> LatentTab:
             visible=False,
         )
         summary = gr.Markdown(elem_id="latent-summary")
-        with gr.Row():
+        agreement = gr.Markdown(elem_id="latent-agreement")
+        with gr.Row():  # both modalities side by side
             with gr.Column(scale=2):
                 gr.Markdown("**Max-activating images** (activation)")
                 top_images = thumbs_component("latent-top", clickable=True)
+            with gr.Column(scale=1):
+                top_texts = gr.Dataframe(
+                    label="Max-activating texts", interactive=False, elem_id="latent-texts"
+                )
+        with gr.Row():
+            with gr.Column(scale=2):
                 gr.Markdown("**Samples from lower activation quantiles**")
                 quantile_images = thumbs_component("latent-quantiles", clickable=True)
                 histogram = gr.Plot(label="Activation histogram")
+                label_mix = gr.Plot(label="Labels of its examples", elem_id="latent-labels")
             with gr.Column(scale=1):
                 release = " beside the MSAE release's" if explorer.release_names else ""
                 names = gr.Dataframe(label=f"Names (vocabulary, score){release}", interactive=False)
-                top_texts = gr.Dataframe(label="Max-activating texts", interactive=False)
                 similar = gr.Dataframe(
                     label="Most similar decoder directions (click to open)", interactive=False
                 )
@@ -132,6 +147,8 @@ def layout(explorer: Explorer) -> LatentTab:
         family,
         tree,
         export,
+        agreement,
+        label_mix,
     )
 
 
@@ -180,6 +197,8 @@ def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
         page.quantiles,
         page.family,
         tree_markdown(explorer, page.descendants),
+        agreement_markdown(page),
+        page.label_mix.figure,
     )
 
 
@@ -209,8 +228,30 @@ def summary_markdown(page: LatentPage) -> str:
         + f"frequency {s.frequency:.4f} · mean {s.mean_activation:.3f} · "
         f"max {s.max_activation:.3f} · images {s.image_fraction:.0%} / texts "
         f"{s.text_fraction:.0%} · Matryoshka level {level}"
+        + purity_text(page)
         + (" · **dead on this corpus**" if s.dead else "")
         + address.link_markdown(link)
+    )
+
+
+def purity_text(page: LatentPage) -> str:
+    """`` · label purity 75% (cross)`` when the corpus has labels, else nothing."""
+    purity = page.label_mix.purity
+    if purity.top_label is None:
+        return ""
+    return f" · label purity {purity.purity:.0%} ({purity.top_label}, of {purity.n_labelled})"
+
+
+def agreement_markdown(page: LatentPage) -> str:
+    """The cross-modal agreement in words, with the chance level beside it."""
+    a = page.agreement
+    if math.isnan(a.score):
+        missing = "image" if a.k == 0 else "text"
+        return f"**Cross-modal agreement:** none (no active {missing} in the corpus)"
+    return (
+        f"**Cross-modal agreement {a.score:.2f}** (chance {a.chance:.2f}): of the {a.k} "
+        f"corpus images nearest each of the top {a.n_texts} texts in CLIP space, this share "
+        f"on average is among the latent's top {a.k} images."
     )
 
 

@@ -11,7 +11,15 @@ from urllib.parse import parse_qsl
 
 import gradio as gr
 
-from explorer_ui import address, compare_tab, inspect_tab, latent_tab, overview_tab, steer_tab
+from explorer_ui import (
+    address,
+    browse_tab,
+    compare_tab,
+    inspect_tab,
+    latent_tab,
+    overview_tab,
+    steer_tab,
+)
 from explorer_ui.banner import banner
 from explorer_ui.inputs import show_item, show_text
 from explorer_ui.inspect_tab import ALL_PERCENT, InspectView, inspect_view
@@ -22,6 +30,7 @@ from sae_explorer.explorer import Explorer
 TABS = (
     inspect_tab.TAB_ID,
     latent_tab.TAB_ID,
+    browse_tab.TAB_ID,
     steer_tab.TAB_ID,
     overview_tab.TAB_ID,
     compare_tab.TAB_ID,
@@ -36,13 +45,17 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         with gr.Tabs(selected=inspect_tab.TAB_ID) as tabs:
             inspect = inspect_tab.layout()
             latent = latent_tab.layout(explorer)
+            browse = browse_tab.layout(explorer)
             steer = steer_tab.layout()
             overview_tab.layout(overview)
             compare = compare_tab.layout()
         back = address.back_button()
 
         inspect_tab.wire(explorer, inspect)
-        latent_tab.wire(explorer, latent, tabs, [inspect.table, compare.table], [inspect.thumbs])
+        clicks = [inspect.thumbs, browse.map_click]  # thumbnails, and points of the latent map
+        tables = [inspect.table, compare.table, browse.table]
+        latent_tab.wire(explorer, latent, tabs, tables, clicks)
+        browse_tab.wire(explorer, browse)
         steer_tab.wire(explorer, steer)
         compare_tab.wire(explorer, compare)
         wire_item_clicks(explorer, tabs, inspect, latent, steer)

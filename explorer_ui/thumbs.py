@@ -32,12 +32,14 @@ def thumbs_component(elem_id: str, clickable: bool = False) -> gr.HTML:
 
 class Figure(NamedTuple):
     """One thumbnail of a grid: its file, the caption under it, and what a click opens: the
-    latent (``latent``) or, failing that, the corpus item in Inspect (``item``)."""
+    latent (``latent``) or, failing that, the corpus item in Inspect (``item``); the item's
+    corpus ``label`` goes into the tooltip."""
 
     fpath: Path
     caption: str
     latent: int | None = None
     item: int | None = None
+    label: str | None = None
 
 
 def grouped_thumbs_html(groups: Sequence[tuple[str, Sequence[Figure]]]) -> str:
@@ -62,7 +64,8 @@ def thumbs_html(figures: Sequence[Figure]) -> str:
         data, title = "", caption
         if f.item is not None:
             data += f' data-item="{int(f.item)}"'
-            title = f"item {int(f.item)}: {caption}; click to inspect it"
+            labelled = "" if f.label is None else f" · label {html.escape(f.label)}"
+            title = f"item {int(f.item)}: {caption}{labelled}; click to inspect it"
         if f.latent is not None:
             data += f' data-latent="{int(f.latent)}"'
             title = title.replace("click to inspect it", "") + f"click to open latent {f.latent}"
@@ -83,4 +86,6 @@ def thumb_src(fpath: Path) -> str:
 
 def item_figures(images: Sequence[CaptionedImage]) -> list[Figure]:
     """Corpus images whose click inspects the item."""
-    return [Figure(image.fpath, image.caption, item=image.item) for image in images]
+    return [
+        Figure(image.fpath, image.caption, item=image.item, label=image.label) for image in images
+    ]

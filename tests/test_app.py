@@ -148,19 +148,10 @@ def is_webp(url: str) -> bool:
 
 
 def test_latent_page(client, explorer, url):
-    (
-        latent_id,
-        summary,
-        gallery,
-        quant_gallery,
-        hist,
-        names,
-        texts,
-        similar,
-        quant,
-        family,
-        tree,
-    ) = client.predict(5, api_name="/latent")
+    outputs = client.predict(5, api_name="/latent")
+    latent_id, summary, gallery, quant_gallery, hist, names, texts, similar, quant = outputs[:9]
+    family, tree, agreement, label_mix = outputs[9:]
+    assert agreement.startswith("**Cross-modal agreement ") and label_mix["type"] == "plotly"
     assert latent_id == 5
     assert summary.startswith("### Latent 5") and 'href="?tab=latent&amp;latent=5"' in summary
     srcs = re.findall(r'<img src="(gradio_api/thumbs/[^"]+)"', gallery)
@@ -180,7 +171,7 @@ def test_latent_page(client, explorer, url):
     assert hist["type"] == "plotly"
     assert similar["headers"] == ["latent", "cosine", "names"] and len(similar["data"]) > 0
     assert names["headers"] == ["name", "score"]
-    assert texts["headers"] == ["value", "text"]
+    assert texts["headers"] == ["value", "text", "item", "label"]
     assert len(quant["data"]) > 0
     assert family["headers"] == [
         "relation",

@@ -220,7 +220,7 @@ def test_the_address_follows_the_page_and_back_reopens_it(url, page):
     at(f"tab=latent&latent={latent_id}")
     page.get_by_role("tab", name="Overview").click()
     at("tab=overview")
-    page.get_by_role("tab", name="Latent").click()  # a tab comes back with what it showed
+    page.get_by_role("tab", name="Latent", exact=True).click()  # comes back with what it showed
     at(f"tab=latent&latent={latent_id}")
 
     page.go_back()
@@ -282,3 +282,59 @@ def test_a_deep_links_html_renders_as_text(url, page):
     assert desc.locator("img").count() == 0 and desc.locator("b").count() == 0
     page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
     assert not [u for u in fetched if urlparse(u).hostname == "evil.example"]
+
+
+def column_values(page, table_id: str, col: int) -> list[str]:
+    cells = page.locator(f"#{table_id} [role=gridcell][data-col='{col}']")
+    return [c.inner_text().strip() for c in cells.all()]
+
+
+def test_the_latent_browser_sorts_filters_and_opens_latents(url, page):
+    page.goto(url + "?tab=latents")
+    info = page.locator("#browse-info")
+    info.wait_for(state="visible")
+    assert re.search(r"\*?\*?\d+\*?\*? of \d+ latents", info.inner_text())
+    table = page.locator("#browse-table")
+    table.get_by_test_id("cell-0-0").wait_for()
+    before = column_values(page, "browse-table", 0)
+
+    page.locator("#browse-sort input").click()  # sort by max activation (descending)
+    page.get_by_role("option", name="max_act").click()
+    page.wait_for_function(
+        "([sel, first]) => document.querySelector(sel).innerText.trim() !== first",
+        arg=["#browse-table [role=gridcell][data-col='0']", before[0]],
+    )
+    max_acts = [float(v) for v in column_values(page, "browse-table", 5)]
+    assert max_acts == sorted(max_acts, reverse=True) and len(max_acts) > 5
+
+    shown = info.inner_text()
+    page.locator("#browse-min-freq input").fill("40")  # at least 40% of the items
+    page.locator("#browse-min-freq input").press("Enter")
+    page.wait_for_function(
+        "([sel, old]) => document.querySelector(sel).innerText !== old", arg=["#browse-info", shown]
+    )
+    frequencies = [float(v) for v in column_values(page, "browse-table", 3)]
+    assert frequencies and min(frequencies) >= 0.4
+    screenshot(page, "latents", full_page=True)
+
+    latent_id = column_values(page, "browse-table", 0)[0]
+    table.get_by_test_id("cell-0-0").click()  # a row opens its latent
+    page.locator("#latent-summary", has_text=f"Latent {latent_id}:").wait_for()
+    page.locator("#latent-agreement", has_text="Cross-modal agreement").wait_for()
+    page.locator("#latent-texts [role=gridcell]").first.wait_for()  # texts beside the images
+    title = page.locator("#latent-top figure[data-item]").first.get_attribute("title")
+    assert " · label " in title  # the tooltip names the item and its label
+
+
+def test_a_click_on_the_latent_map_opens_that_latent(url, page):
+    page.goto(url + "?tab=latents")
+    point = page.locator("#browse-map .scatterlayer .point").nth(10)
+    point.wait_for()
+    box = point.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    hover = page.locator("#browse-map .hoverlayer .hovertext").first
+    hover.wait_for()
+    latent_id = re.search(r"latent (\d+):", hover.text_content()).group(1)
+    page.mouse.click(x, y)
+    page.locator("#latent-summary", has_text=f"Latent {latent_id}:").wait_for()

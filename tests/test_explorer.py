@@ -218,7 +218,8 @@ def test_latent_page_values_are_recomputable(explorer, image_item):
         assert float(z) == pytest.approx(row.value, rel=0.05, abs=0.05)
     values = [float(image.caption) for image in page.top_images]
     assert values == sorted(values, reverse=True)
-    assert isinstance(page.top_texts, pd.DataFrame) and list(page.top_texts) == ["value", "text"]
+    assert isinstance(page.top_texts, pd.DataFrame)
+    assert list(page.top_texts) == ["value", "text", "item", "label"]
     assert len(page.names) > 0
     counts, edges = explorer.index.histogram(latent)
     trace = page.histogram.data[0]  # a step per 1/8-octave bin on a log activation axis

@@ -22,6 +22,7 @@ from _explorer_helpers import small_explorer
 from explorer_ui import (
     address,
     banner,
+    browse_tab,
     build_demo,
     compare_tab,
     heatmap_panel,
@@ -42,7 +43,9 @@ LABELS = "red, blue, green, yellow"
 HANDLER_MODULES = (
     address,
     banner,
+    browse_tab,
     compare_tab,
+    heatmap_panel,
     inputs,
     inspect_tab,
     latent_tab,

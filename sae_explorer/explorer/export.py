@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -82,8 +83,15 @@ def export_latent(
         "names": page.names,
         "similar": page.similar,
         "family": page.family,
+        "label_mix": page.label_mix.table,
     }
-    summary = page.summary._asdict()
+    summary = {
+        **page.summary._asdict(),
+        "label_purity": _number(page.label_mix.purity.purity),
+        "top_label": page.label_mix.purity.top_label,
+        "cross_modal_agreement": _number(page.agreement.score),
+        "cross_modal_chance": page.agreement.chance,
+    }
     return write_export(explorer, f"latent-{page.latent_id}", summary, tables, dpath, fmt)
 
 
@@ -147,6 +155,11 @@ def write_export(
     )
     columns = ["table", *(c for c in stacked.columns if c != "table")]
     return atomic_write_text(fpath, stacked[columns].to_csv(index=False))
+
+
+def _number(value: float) -> float | None:
+    """None for NaN (no labels, no image or text): JSON has no NaN."""
+    return None if math.isnan(value) else value
 
 
 def _csv_value(value: Any) -> Any:

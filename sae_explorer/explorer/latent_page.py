@@ -1,5 +1,6 @@
-"""The Latent tab: everything about one latent (its statistics, strongest images and texts,
-samples from lower activations, histogram, names) and the latents with similar directions."""
+"""The Latent tab: everything about one latent (its statistics, strongest images and texts side
+by side with their cross-modal agreement, samples from lower activations, histogram, names, the
+labels of its examples) and the latents with similar directions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,18 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sae_explorer.coactivation import TreeNode
-from sae_explorer.explorer import examples, hierarchy, names, plots, queries, thumbnails
+from sae_explorer.explorer import (
+    agreement,
+    examples,
+    hierarchy,
+    label_mix,
+    names,
+    plots,
+    queries,
+    thumbnails,
+)
+from sae_explorer.explorer.agreement import CrossModalAgreement
+from sae_explorer.explorer.label_mix import LabelMix
 from sae_explorer.explorer.thumbnails import CaptionedImage
 
 if TYPE_CHECKING:
@@ -38,7 +50,7 @@ class LatentPage(NamedTuple):
     latent_id: int
     summary: LatentPageSummary
     top_images: list[CaptionedImage]  # strongest corpus images (activation captions)
-    top_texts: pd.DataFrame  # value, text
+    top_texts: pd.DataFrame  # value, text, item, label
     quantiles: pd.DataFrame  # quantile_bin, value, modality, label
     quantile_images: list[CaptionedImage]
     histogram: go.Figure
@@ -46,6 +58,8 @@ class LatentPage(NamedTuple):
     similar: pd.DataFrame  # latent, cosine, names (+ MSAE names)
     family: pd.DataFrame  # Matryoshka parents and children (hierarchy.FAMILY_COLUMNS)
     descendants: list[TreeNode]  # the tree of its children, grandchildren, depth first
+    label_mix: LabelMix  # labels of the top examples and of each activation-quantile bin
+    agreement: CrossModalAgreement  # do the top texts retrieve the top images?
 
 
 def latent_page(
@@ -54,28 +68,16 @@ def latent_page(
     """Everything the Latent tab shows about one latent."""
     latent_id = queries.check_latent(explorer, latent)
     images = examples.top_items(explorer, latent_id, n_images, "image")
-    top_images = [
-        CaptionedImage(
-            thumbnails.thumbnail_fpath(explorer, int(r.item), thumbnails.TOP_THUMB_PX),
-            f"{r.value:.3f}",
-            int(r.item),
-        )
-        for r in images.itertuples()
-    ]
+    top_images = captioned(explorer, images, thumbnails.TOP_THUMB_PX)
     quant = examples.normalise_examples(explorer.index.quantile_samples(latent_id))
-    quantile_images = [
-        CaptionedImage(
-            thumbnails.thumbnail_fpath(explorer, int(r.item)), f"{r.value:.3f}", int(r.item)
-        )
-        for r in quant.itertuples()
-        if r.modality == "image"
-    ]
+    quantile_images = captioned(explorer, quant[quant["modality"] == "image"])
     counts, edges = explorer.index.histogram(latent_id)
+    texts = top_texts(explorer, latent_id, n_texts)
     return LatentPage(
         latent_id,
         summary(explorer, latent_id),
         top_images,
-        top_texts(explorer, latent_id, n_texts),
+        texts,
         quantiles_table(quant),
         quantile_images,
         plots.histogram(counts, edges, latent_id),
@@ -83,17 +85,36 @@ def latent_page(
         similar_latents(explorer, latent_id),
         hierarchy.family_table(explorer, latent_id),
         hierarchy.descendant_tree(explorer, latent_id),
+        label_mix.label_mix(explorer, latent_id),
+        agreement.agreement_of(explorer, images["item"].to_numpy(), texts["item"].to_numpy()),
     )
 
 
+def captioned(explorer: Explorer, images: pd.DataFrame, px: int = thumbnails.THUMB_PX) -> list:
+    """Thumbnails of example rows (item, value), captioned with the activation, with labels."""
+    labels = label_mix.item_labels(explorer, images["item"].to_numpy())
+    return [
+        CaptionedImage(
+            thumbnails.thumbnail_fpath(explorer, int(r.item), px),
+            f"{r.value:.3f}",
+            int(r.item),
+            lab,
+        )
+        for r, lab in zip(images.itertuples(), labels)
+    ]
+
+
 def top_texts(explorer: Explorer, latent_id: int, n: int) -> pd.DataFrame:
-    """The latent's strongest distinct texts: value, text."""
+    """The latent's strongest distinct texts: value, text, item (index row), label (the corpus
+    label; None when it has none)."""
     texts = examples.top_items(explorer, latent_id, 4 * n, "text")
     texts = texts.drop_duplicates("label").head(n)  # captions repeat in a corpus
     return pd.DataFrame(
         {
             "value": texts["value"].astype(np.float64).round(4).to_numpy(),
             "text": texts["label"].to_numpy(),
+            "item": texts["item"].to_numpy(dtype=np.int64),
+            "label": pd.Series(label_mix.item_labels(explorer, texts["item"]), dtype=object),
         }
     )
 

@@ -158,3 +158,93 @@ def sweep_plot(table: pd.DataFrame, latent_id: int, baseline: int, target: str) 
         template=PLOT_TEMPLATE,
     )
     return fig
+
+
+def label_mix_bars(table: pd.DataFrame, latent_id: int) -> go.Figure:
+    """Stacked horizontal bars of label shares, one bar per group (top examples first, then the
+    activation-quantile bins from strongest to weakest); ``table``: group, label, count, share.
+    Built from plain lists in one constructor: per-trace numpy arrays cost plotly ~10x more."""
+    groups = list(dict.fromkeys(table["group"]))
+    share = table.pivot(index="group", columns="label", values="share").reindex(groups).fillna(0)
+    count = table.pivot(index="group", columns="label", values="count").reindex(groups).fillna(0)
+    bars = [
+        {
+            "type": "bar",
+            "y": groups,
+            "x": share[label].tolist(),
+            "name": str(label),
+            "orientation": "h",
+            "customdata": count[label].astype(int).tolist(),
+            "hovertemplate": "%{y}: %{fullData.name} %{x:.0%} (%{customdata} items)<extra></extra>",
+        }
+        for label in dict.fromkeys(table["label"])
+    ]
+    layout = {
+        "title": f"Labels of latent {latent_id}'s examples"
+        + ("" if len(table) else " (the corpus has no labels)"),
+        "barmode": "stack",
+        "xaxis": {"title": "share of the group's labelled items", "range": [0, 1]},
+        "yaxis": {"autorange": "reversed"},
+        "height": 110 + 32 * max(len(groups), 1),
+        "legend": {"orientation": "h", "y": -0.3},
+        "template": PLOT_TEMPLATE,
+    }
+    return go.Figure(data=bars, layout=layout)
+
+
+MAP_COLOURWAY = [
+    "#3b6fd4", "#e07b39", "#4aa564", "#b64fc8", "#d4443b",
+    "#8c6d31", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22",
+]  # fmt: skip
+"""Ten distinguishable colours: Matryoshka SAEs have up to ten levels or so."""
+WEBGL_ABOVE = 5000
+"""Maps of more points are drawn with WebGL (scattergl): SVG slows down past a few thousand."""
+
+
+def decoder_map(
+    xy_l2: np.ndarray,
+    latent_l: np.ndarray,
+    colour_l: np.ndarray,
+    colour_title: str,
+    hover_l: Sequence[str],
+    categorical: bool,
+) -> go.Figure:
+    """One point per latent at ``xy_l2``; ``customdata`` is the latent id (what a click opens).
+    Categorical colours (e.g. Matryoshka levels) get one trace each, numeric ones a colour bar."""
+    kind = "scattergl" if len(latent_l) > WEBGL_ABOVE else "scatter"
+    hover = np.asarray(hover_l, dtype=object)
+    marker = {"size": 5, "opacity": 0.8}
+
+    def trace(keep: np.ndarray, **extra: object) -> dict:
+        return {
+            "type": kind,
+            "mode": "markers",
+            "x": xy_l2[keep, 0],
+            "y": xy_l2[keep, 1],
+            "customdata": latent_l[keep],
+            "text": hover[keep],
+            "hovertemplate": "%{text}<extra></extra>",
+            **extra,
+        }
+
+    if categorical:
+        traces = [
+            trace(colour_l == value, marker=marker, name=f"{colour_title} {value}")
+            for value in np.unique(colour_l)
+        ]
+    else:
+        colours = {"color": colour_l, "colorscale": "Viridis"}
+        colour_bar = {"colorbar": {"title": {"text": colour_title}}}
+        every = np.ones(len(latent_l), dtype=bool)
+        traces = [trace(every, marker={**marker, **colours, **colour_bar}, showlegend=False)]
+    layout = {
+        "title": "Decoder directions (click a point to open its latent)",
+        "xaxis": {"showticklabels": False},
+        "yaxis": {"showticklabels": False},
+        "height": 480,
+        "clickmode": "event",
+        "hovermode": "closest",
+        "colorway": MAP_COLOURWAY,
+        "template": PLOT_TEMPLATE,
+    }
+    return go.Figure(data=traces, layout=layout)

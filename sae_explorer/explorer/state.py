@@ -21,12 +21,15 @@ import torch
 from sae_explorer import builtin
 from sae_explorer.coactivation import Coactivations
 from sae_explorer.corpus import Corpus, Modality
+from sae_explorer.explorer import agreement, examples, export, names, quality, queries, thumbnails
 from sae_explorer.explorer import compare as compare_job
-from sae_explorer.explorer import examples, export, names, quality, queries, thumbnails
+from sae_explorer.explorer import decoder_map as decoder_map_job
 from sae_explorer.explorer import heatmaps as heatmaps_job
 from sae_explorer.explorer import hierarchy as hierarchy_job
 from sae_explorer.explorer import inspect as inspect_job
+from sae_explorer.explorer import label_mix as label_mix_job
 from sae_explorer.explorer import latent_page as latent_page_job
+from sae_explorer.explorer import latent_table as latent_table_job
 from sae_explorer.explorer import steer as steer_job
 from sae_explorer.explorer.overview import Overview, compute_overview
 from sae_explorer.explorer.queries import Query
@@ -183,6 +186,16 @@ class Explorer:
         """Which latents are active on which items (the index's codes), for the hierarchy."""
         return Coactivations.from_index(self.index)
 
+    @functools.cached_property
+    def label_codes(self) -> label_mix_job.LabelCodes:
+        """Every item's corpus label as a code (computed once)."""
+        return label_mix_job.label_codes(self)
+
+    @functools.cached_property
+    def latent_table(self) -> latent_table_job.LatentTable:
+        """Every latent in one table, the latent browser's (computed once)."""
+        return latent_table_job.latent_table(self)
+
     def overview(self, batch_size: int = 512) -> Overview:
         """Models, corpus and whole-corpus SAE quality (computed once, then cached)."""
         if self._overview is None:
@@ -222,6 +235,12 @@ class Explorer:
     family_table = hierarchy_job.family_table
     descendant_tree = hierarchy_job.descendant_tree
     compare_sae = compare_job.compare_sae
+    # latent_table.py, decoder_map.py, label_mix.py, agreement.py: browsing, labels, modalities
+    browse_latents = latent_table_job.browse
+    decoder_map = decoder_map_job.decoder_map
+    map_figure = decoder_map_job.map_figure
+    label_mix = label_mix_job.label_mix
+    cross_modal_agreement = agreement.cross_modal_agreement
     # steer.py: edits, steering, sweeps
     top_latents = steer_job.top_latents
     slider_max = steer_job.slider_max

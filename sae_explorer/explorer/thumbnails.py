@@ -38,6 +38,7 @@ class CaptionedImage(NamedTuple):
     fpath: Path
     caption: str
     item: int
+    label: str | None = None  # the item's corpus label, when it has one
 
 
 class Thumb(NamedTuple):

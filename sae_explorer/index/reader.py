@@ -197,6 +197,24 @@ class ActivationIndex:
             idx[picks], bin=np.asarray(bins, dtype=np.int64), value=val[picks].astype(np.float32)
         )
 
+    @property
+    def top_idx_lm(self) -> np.ndarray:
+        """int [n_latents, top_m]: every latent's top items (index rows, strongest first; -1
+        fills the slots of a latent active on fewer items)."""
+        return self._top_idx
+
+    def sample_bins(self, latent_id: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+        """The latent's whole random active sample (index rows, weakest first) and the
+        equal-count activation bin of each (0 = weakest), binned as :meth:`quantile_samples`."""
+        i = self._check_latent(latent_id)
+        idx = np.asarray(self._sample_idx[i])
+        idx = idx[idx >= 0][::-1]
+        parts = np.array_split(np.arange(len(idx)), n_bins)
+        bins = np.concatenate(
+            [np.full(len(part), b, dtype=np.int64) for b, part in enumerate(parts)]
+        )
+        return idx.astype(np.int64), bins
+
     def histogram(self, latent_id: int) -> Histogram:
         """Counts of the latent's non-zero activations in 1/8-octave bins, trimmed to the
         occupied range (empty arrays for a dead latent)."""

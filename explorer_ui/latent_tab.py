@@ -16,6 +16,7 @@ from explorer_ui.exports import ExportControls, ExportFormat, export_controls, e
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
 from sae_explorer.explorer import Explorer, LatentPage
+from sae_explorer.explorer.names import score_label
 
 TAB_ID = "latent"
 
@@ -89,7 +90,10 @@ def layout(explorer: Explorer) -> LatentTab:
                 histogram = gr.Plot(label="Activation histogram")
             with gr.Column(scale=1):
                 release = " beside the MSAE release's" if explorer.release_names else ""
-                names = gr.Dataframe(label=f"Names (vocabulary, score){release}", interactive=False)
+                names = gr.Dataframe(
+                    label=f"Names (vocabulary; {score_label(explorer)}){release}",
+                    interactive=False,
+                )
                 top_texts = gr.Dataframe(label="Max-activating texts", interactive=False)
                 similar = gr.Dataframe(
                     label="Most similar decoder directions (click to open)", interactive=False

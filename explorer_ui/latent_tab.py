@@ -1,6 +1,7 @@
 """The Latent tab: one latent by id, by a search of the names, or opened from a click anywhere
 (a table row or a thumbnail); its statistics, strongest images and texts, lower quantiles,
-histogram, names and similar latents; the page exported as JSON or CSV."""
+histogram, names and similar latents; the page exported as JSON or CSV, or drawn as a card for a
+paper (PNG, SVG, PDF)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import plotly.graph_objects as go
 
 from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
+from explorer_ui.figure_export import FigureControls, figure_controls, latent_figure
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
 from sae_explorer.explorer import Explorer, LatentPage
@@ -36,6 +38,7 @@ class LatentTab(NamedTuple):
     similar: gr.Dataframe
     quantiles: gr.Dataframe
     export: ExportControls
+    figure: FigureControls
 
     @property
     def outputs(self) -> list[Any]:
@@ -104,6 +107,7 @@ def layout(explorer: Explorer) -> LatentTab:
                     interactive=False,
                 )
         export = export_controls("Export this latent")
+        figure = figure_controls()
     return LatentTab(
         latent_id,
         open_button,
@@ -119,6 +123,7 @@ def layout(explorer: Explorer) -> LatentTab:
         similar,
         quantiles,
         export,
+        figure,
     )
 
 
@@ -142,6 +147,12 @@ def wire(
         [tab.latent_id, tab.export.format],
         tab.export.file,
         api_name="export_latent",
+    )
+    tab.figure.button.click(
+        bind(latent_figure, explorer),
+        [tab.latent_id, tab.figure.format],
+        tab.figure.file,
+        api_name="latent_figure",
     )
     opened = [tabs, *tab.outputs]
     for table in (*clickable_tables, tab.similar, tab.hits):

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.precompute",
         "encode a corpus and build the latent activation index",
     ),
+    "figure": ("sae_explorer.figures", "draw latent cards or a grid of them as PNG, SVG and PDF"),
 }
 
 

@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     word_ids_lk = rng.integers(0, args.n_words, size=(args.n_latents, args.k))
     before = peak_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     auroc_lk = detection_auroc(x_nd, t_vd, active_nl, word_ids_lk)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     print(
         f"{args.n_latents} latents x {args.k} candidates ({len(np.unique(word_ids_lk))} distinct "
-        f"words) over {args.n_items} items, {active_nl.nnz} active entries: {seconds:.1f} s, "
+        f"words) over {args.n_items} items, {active_nl.nnz} active entries: {seconds:.1f} s "
+        f"({cpu_seconds:.1f} s of CPU), "
         f"peak memory +{peak_mib() - before:.0f} MiB"
     )
     from sklearn.metrics import roc_auc_score
@@ -65,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     for latent in np.flatnonzero(~np.isnan(auroc_lk[:, 0]))[:3]:
         t_d = t_vd[word_ids_lk[latent, 0]]
         want = roc_auc_score(active_nl[:, latent].toarray().ravel(), unit_nd @ t_d)
-        assert abs(want - auroc_lk[latent, 0]) < 1e-9, (latent, want, auroc_lk[latent, 0])
+        # float32 cosines computed in another order may swap near-ties: equal to 1e-6
+        assert abs(want - auroc_lk[latent, 0]) < 1e-6, (latent, want, auroc_lk[latent, 0])
         checked += 1
-    print(f"checked {checked} AUROCs against sklearn: equal")
+    print(f"checked {checked} AUROCs against sklearn: equal to 1e-6")
     return 0
 
 

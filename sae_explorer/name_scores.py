@@ -50,7 +50,7 @@ AUROC_FLOOR = 0.75
 """A name whose detection AUROC is below this is not shown as the latent's name."""
 UNNAMED = "unnamed"
 """What a latent with no name at or above the floor is called."""
-MAX_RANK_BYTES = 256 * 2**20
+MAX_RANK_BYTES = 64 * 2**20
 """Memory of one chunk of ranked cosines (items x words, float64)."""
 
 ScoredOn = Literal["image", "text"]

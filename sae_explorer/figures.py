@@ -122,7 +122,7 @@ def card_data(explorer: Explorer, latent: int | str, n_images: int = N_IMAGES) -
         names=table.rename(columns={score_name: "score"}),
         score_name=score_name,
         histogram=tuple(explorer.index.histogram(latent_id)),
-        label_mix=labelled.dropna().astype(str).value_counts(),
+        label_mix=labelled.dropna().astype(str).loc[lambda x: x != ""].value_counts(),
         permalink=permalink(latent_id),
     )
 
@@ -134,23 +134,27 @@ def draw_card(fig: Figure | SubFigure, card: CardData) -> None:
     grid = fig.add_gridspec(
         2, n_cols, height_ratios=[1.0, 1.5], hspace=0.45, wspace=0.08, top=0.84, bottom=0.12
     )
-    fig.suptitle(f"{card.title}\n{card.stats}", fontsize=8.5, x=0.02, ha="left", y=0.99)
+    fig.suptitle(
+        f"{card.title}\n{card.stats}", fontsize=8.5, x=0.02, ha="left", y=0.99, parse_math=False
+    )
     if card.images:
         for col, (image, value, label) in enumerate(card.images):
             ax = fig.add_subplot(grid[0, col])
             ax.imshow(np.asarray(image.convert("RGB")), interpolation="lanczos")
             ax.set_axis_off()
-            ax.set_title(f"{value:.3f}\n{label[:14]}", fontsize=6, pad=2)
+            ax.set_title(f"{value:.3f}\n{label[:14]}", fontsize=6, pad=2, parse_math=False)
     else:
         ax = fig.add_subplot(grid[0, :])
         ax.set_axis_off()
         lines = [f"{v:.3f}  {t[:90]}" for t, v in card.texts[:6]] or ["(no active item)"]
-        ax.text(0, 1, "Strongest texts\n" + "\n".join(lines), va="top", fontsize=6.5)
+        ax.text(
+            0, 1, "Strongest texts\n" + "\n".join(lines), va="top", fontsize=6.5, parse_math=False
+        )
     bottom = grid[1, :].subgridspec(1, 3, wspace=0.65)
     _draw_names(fig.add_subplot(bottom[0, 0]), card)
     _draw_histogram(fig.add_subplot(bottom[0, 1]), card)
     _draw_label_mix(fig.add_subplot(bottom[0, 2]), card)
-    fig.text(0.02, 0.005, card.permalink, fontsize=5.5, color="0.35", ha="left", va="bottom")
+    fig.text(0.02, 0.005, card.permalink, fontsize=5.5, color="0.35", va="bottom", parse_math=False)
 
 
 def _draw_names(ax, card: CardData) -> None:
@@ -160,7 +164,7 @@ def _draw_names(ax, card: CardData) -> None:
     named = names["named"] if "named" in names.columns else pd.Series(True, index=names.index)
     colours = ["tab:blue" if ok else "0.7" for ok in named]
     ax.barh(np.arange(len(names)), names["score"], color=colours)
-    ax.set_yticks(np.arange(len(names)), names["name"], fontsize=6)
+    ax.set_yticks(np.arange(len(names)), names["name"], fontsize=6, parse_math=False)
     ax.set_title(f"names ({card.score_name})", fontsize=7)
     if card.score_name == "AUROC":
         ax.set_xlim(0.0, 1.0)
@@ -191,7 +195,8 @@ def _draw_label_mix(ax, card: CardData) -> None:
         return
     shares = mix.iloc[::-1] / total
     ax.barh(np.arange(len(shares)), shares.to_numpy(), color="tab:green")
-    ax.set_yticks(np.arange(len(shares)), [str(s)[:16] for s in shares.index], fontsize=6)
+    labels = [str(s)[:16] for s in shares.index]
+    ax.set_yticks(np.arange(len(shares)), labels, fontsize=6, parse_math=False)
     ax.set_xlim(0.0, 1.0)
     ax.tick_params(axis="x", labelsize=6)
 
@@ -218,7 +223,9 @@ def latent_figure(
     for subfig, latent in zip(cards.subfigures(n_rows, n_cols, squeeze=False).ravel(), latents):
         draw_card(subfig, card_data(explorer, latent, n_images))
     stamp = stamp or explorer.stamp()
-    strip.text(0.01, 0.5, stamp_text(stamp), fontsize=5, color="0.35", va="center")
+    strip.text(
+        0.01, 0.5, stamp_text(stamp), fontsize=5, color="0.35", va="center", parse_math=False
+    )
     return fig
 
 

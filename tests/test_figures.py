@@ -144,3 +144,27 @@ def test_the_command_line_end_to_end(tmp_path, capsys):
     rc = cli.main(["figure", "--latents", "12", *args, "--formats", "tiff", "--out", str(out)])
     assert rc == 2 and "choose from ['png', 'svg', 'pdf']" in capsys.readouterr().err
     assert "figure" in cli.COMMANDS
+
+
+def test_dollar_signs_in_texts_and_labels_are_drawn_as_they_are(tmp_path):
+    """Captions ("costs $5 and $6") and labels must not be read as matplotlib math."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    card = figures.CardData(
+        latent_id=3,
+        title="Latent 3: $x (0.90)",
+        stats="frequency $0.1",
+        images=[],
+        texts=[("a sign: costs $5 and $6", 1.0)],
+        names=pd.DataFrame({"name": ["$y"], "score": [0.8], "named": [True]}),
+        score_name="AUROC",
+        histogram=(np.array([1, 2]), np.array([0.1, 0.2, 0.4])),
+        label_mix=pd.Series({"$q": 3}),
+        permalink="?tab=latent&latent=3",
+    )
+    fig = Figure()
+    figures.draw_card(fig, card)  # math parsing would raise on the unbalanced "$"
+    path = figures.save_figure(fig, Path(tmp_path) / "card", ["svg"], "stamp")[0]
+    shown = svg_text(path)
+    assert all(t in shown for t in ("costs $5 and $6", "$x (0.90)", "$y", "$q"))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -25,8 +27,15 @@ from sae_explorer.startup_config import ENV_PREFIX, StartupConfig
 
 logger = logging.getLogger("sae_explorer.app")
 
-DEFAULT_CONCURRENCY = 2
-"""Requests served at once; the models are CPU/GPU-bound, so more only adds queueing jitter."""
+
+def default_concurrency() -> int:
+    """Requests served at once, over all endpoints together, sized to the machine: one per core,
+    at most 4 (the models already use every core for one request; more only adds memory and
+    queueing jitter)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+DEFAULT_CONCURRENCY = default_concurrency()
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,54 @@ class ServeConfig:
     port: int = field(default=7860, metadata=doc("port", env="GRADIO_SERVER_PORT"))
     share: bool = field(default=False, metadata=doc("create a public gradio.live link"))
     concurrency: int = field(
-        default=DEFAULT_CONCURRENCY, metadata=doc("requests served at once (the rest queue)")
+        default=DEFAULT_CONCURRENCY,
+        metadata=doc(
+            "requests served at once over all endpoints together (the rest queue); default one "
+            "per core, at most 4",
+            env="SAE_EXPLORER_CONCURRENCY",
+        ),
     )
+    request_timeout: float = field(
+        default=60.0,
+        metadata=doc(
+            "seconds a request may take before its caller gets an error",
+            env="SAE_EXPLORER_REQUEST_TIMEOUT",
+        ),
+    )
+    max_upload_mb: float = field(
+        default=20.0,
+        metadata=doc(
+            "largest upload or request body in MB (inline images count at their decoded size)",
+            env="SAE_EXPLORER_MAX_UPLOAD_MB",
+        ),
+    )
+    max_sessions: int = field(
+        default=500,
+        metadata=doc(
+            "browser sessions whose state is kept (the oldest is dropped first)",
+            env="SAE_EXPLORER_MAX_SESSIONS",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.max_sessions < 1:
+            raise ValueError(
+                f"--concurrency and --max-sessions must be >= 1, got {self.concurrency} and "
+                f"{self.max_sessions}"
+            )
+        if not (self.request_timeout > 0 and self.max_upload_mb > 0):
+            raise ValueError(
+                f"--request-timeout and --max-upload-mb must be > 0, got {self.request_timeout} "
+                f"and {self.max_upload_mb}"
+            )
+
+    def limits(self) -> Any:
+        """The serving limits (``explorer_ui.serving.ServeLimits``; imports gradio)."""
+        from explorer_ui.serving import ServeLimits
+
+        return ServeLimits(
+            self.concurrency, self.request_timeout, self.max_upload_mb, self.max_sessions
+        )
 
 
 class Args(NamedTuple):
@@ -67,8 +122,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 
 
 def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Args:
-    args = build_parser(environ).parse_args(argv)
-    return Args(dataclass_from_args(StartupConfig, args), dataclass_from_args(ServeConfig, args))
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    try:
+        return Args(
+            dataclass_from_args(StartupConfig, args), dataclass_from_args(ServeConfig, args)
+        )
+    except ValueError as e:  # values that parse but are out of range
+        parser.error(str(e))
 
 
 def tqdm_progress() -> tuple[Any, Callable[[float, str], None]]:
@@ -86,10 +147,14 @@ def tqdm_progress() -> tuple[Any, Callable[[float, str], None]]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     startup, serve = parse_args(argv)
+    # Uploads and files handed out go to one folder of their own, which serving keeps bounded.
+    os.environ.setdefault(
+        "GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "sae-explorer-gradio")
+    )
     # The heavy parts (torch, open_clip, gradio) only now that the flags are parsed.
     from explorer_ui import build_demo
     from explorer_ui.banner import loaded_summary
-    from explorer_ui.serving import queued
+    from explorer_ui.serving import prepare_serving
     from sae_explorer.explorer_startup import StartupError, load_explorer
 
     bar, progress = tqdm_progress()
@@ -101,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bar.close()
     logger.info("serving %s", loaded_summary(explorer))
-    demo = queued(build_demo(explorer), serve.concurrency)
-    demo.launch(server_name=serve.host, server_port=serve.port, share=serve.share)
+    demo = build_demo(explorer)
+    launch_kwargs = prepare_serving(demo, explorer, serve.limits())
+    demo.launch(server_name=serve.host, server_port=serve.port, share=serve.share, **launch_kwargs)
     return 0
 
 

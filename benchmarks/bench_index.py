@@ -265,7 +265,7 @@ def write_fake_index(dpath: Path, n_items: int, n_latents: int, d: int, top_m: i
         MANIFEST_NAME,
         SCHEMA,
         NpyAppender,
-        index_files,
+        file_records,
         write_latent_arrays,
     )
 
@@ -318,7 +318,7 @@ def write_fake_index(dpath: Path, n_items: int, n_latents: int, d: int, top_m: i
         "schema": SCHEMA,
         "key": "fake",
         "counts": {"n_items": n_items, "n_latents": n_latents, "embed_dim": d},
-        "files": index_files(dpath),
+        **file_records(dpath),
     }
     atomic_write_json(dpath / MANIFEST_NAME, manifest)
 

@@ -11,11 +11,11 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer_ui import address
+from explorer_ui import address, heatmap_panel
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
 from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
-from explorer_ui.wiring import bind
+from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
 
 TAB_ID = "inspect"
@@ -34,6 +34,7 @@ class InspectTab(NamedTuple):
     table: gr.Dataframe
     bar: gr.Plot
     thumbs: gr.HTML
+    heat: heatmap_panel.HeatmapControls
     export: ExportControls
 
     @property
@@ -92,9 +93,10 @@ def layout() -> InspectTab:
                 "(click one to open the latent)"
             )
             thumbs = thumbs_component("inspect-thumbs", clickable=True)
+            heat = heatmap_panel.layout()
             export = export_controls("Export this analysis")
     return InspectTab(
-        query, inputs, max_percent, diagnostics, levels_plot, table, bar, thumbs, export
+        query, inputs, max_percent, diagnostics, levels_plot, table, bar, thumbs, heat, export
     )
 
 
@@ -104,6 +106,7 @@ def wire(explorer: Explorer, tab: InspectTab) -> None:
     tab.max_percent.release(
         bind(refilter, explorer), [tab.query, tab.max_percent], tab.outputs, api_name=False
     )
+    heatmap_panel.wire(explorer, tab.heat, tab.query, tab.inputs.image)
     tab.export.button.click(
         bind(export_inspect, explorer),
         [tab.query, tab.export.format, tab.max_percent],
@@ -140,7 +143,7 @@ def inspect_view(
     )
     return InspectView(
         query,
-        f"**Input:** {query.description}{link}",
+        f"**Input:** {markdown_text(query.description)}{link}",
         diagnostics_markdown(result.diagnostics) + hidden,
         result.levels_plot,
         result.table,

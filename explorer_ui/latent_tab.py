@@ -17,6 +17,7 @@ from explorer_ui.exports import ExportControls, ExportFormat, export_controls, e
 from explorer_ui.figure_export import FigureControls, figure_controls, latent_figure
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
+from sae_explorer.coactivation import TreeNode
 from sae_explorer.explorer import Explorer, LatentPage
 from sae_explorer.explorer.names import score_label
 
@@ -37,6 +38,8 @@ class LatentTab(NamedTuple):
     top_texts: gr.Dataframe
     similar: gr.Dataframe
     quantiles: gr.Dataframe
+    family: gr.Dataframe
+    tree: gr.Markdown
     export: ExportControls
     figure: FigureControls
 
@@ -53,6 +56,8 @@ class LatentTab(NamedTuple):
             self.top_texts,
             self.similar,
             self.quantiles,
+            self.family,
+            self.tree,
         ]
 
 
@@ -68,12 +73,16 @@ class LatentView(NamedTuple):
     top_texts: pd.DataFrame
     similar: pd.DataFrame  # latent, cosine, names
     quantiles: pd.DataFrame
+    family: pd.DataFrame  # Matryoshka parents and children
+    tree: str  # markdown: the tree of its descendants, each a link
 
 
 def layout(explorer: Explorer) -> LatentTab:
     with gr.Tab("Latent", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)):
         with gr.Row():
-            latent_id = gr.Number(label="Latent id", minimum=0, elem_id="latent-id")
+            # No minimum: Gradio's range check fails with a TypeError on an API string such as
+            # "3.0"; the handler checks the id itself (whole, in range) with a clear message.
+            latent_id = gr.Number(label="Latent id", elem_id="latent-id")
             open_button = gr.Button("Open", size="sm")
             search = gr.Textbox(label="…or search names", placeholder="e.g. blue")
             search_button = gr.Button("Search", size="sm")
@@ -106,6 +115,12 @@ def layout(explorer: Explorer) -> LatentTab:
                     "(quantile_bin 0 = weakest), not only the strongest",
                     interactive=False,
                 )
+                family = gr.Dataframe(
+                    label="Matryoshka parents and children (click to open): p_parent = "
+                    "P(parent active | child active), p_child = P(child active | parent active)",
+                    interactive=False,
+                )
+                tree = gr.Markdown(elem_id="latent-tree")
         export = export_controls("Export this latent")
         figure = figure_controls()
     return LatentTab(
@@ -122,6 +137,8 @@ def layout(explorer: Explorer) -> LatentTab:
         top_texts,
         similar,
         quantiles,
+        family,
+        tree,
         export,
         figure,
     )
@@ -155,13 +172,16 @@ def wire(
         api_name="latent_figure",
     )
     opened = [tabs, *tab.outputs]
-    for table in (*clickable_tables, tab.similar, tab.hits):
+    for table in (*clickable_tables, tab.similar, tab.hits, tab.family):
         table.select(bind(open_row, explorer), table, opened, api_visibility="private")
     for thumbs in clickable_thumbs:
         thumbs.click(bind(open_thumb, explorer), None, opened, api_visibility="private")
 
 
 def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
+    """The page of one latent. ``latent`` is what the Number input hands over (a float, never
+    rounded: 1.5 is refused, 3.0 is latent 3) or a deep link's or API caller's string ("3.0" is
+    latent 3, "NaN" is refused: never a name search)."""
     page = explorer.latent_page(latent)
     return LatentView(
         page.latent_id,
@@ -173,7 +193,25 @@ def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
         page.top_texts,
         page.similar,
         page.quantiles,
+        page.family,
+        tree_markdown(explorer, page.descendants),
     )
+
+
+def tree_markdown(explorer: Explorer, nodes: Sequence[TreeNode]) -> str:
+    """The descendant tree as a nested list of latent links with names, P(parent | child),
+    Matryoshka level and items; a latent shown twice is marked, not expanded again."""
+    if len(nodes) <= 1:
+        return "**Descendants:** none (no finer latent has this one as a parent)"
+    lines = [f"**Descendants of latent {nodes[0].latent}** (P(parent | child), level, items)"]
+    for node in nodes[1:]:
+        repeated = " · *shown above*" if node.repeated else ""
+        lines.append(
+            f"{'  ' * (node.depth - 1)}- [{node.latent}]({latent_link(node.latent)}) "
+            f"{explorer.names_text(node.latent, 2) or 'no names'} · {node.p_parent:.2f} · "
+            f"level {node.level} · {node.n_active} items{repeated}"
+        )
+    return "\n".join(lines)
 
 
 def summary_markdown(page: LatentPage) -> str:

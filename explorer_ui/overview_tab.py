@@ -1,5 +1,6 @@
-"""The Overview tab: what is loaded (models, corpus, index, with hashes and sizes) and how well
-the SAE does on the whole corpus (L0, FVU, dead and dense latents, per Matryoshka level).
+"""The Overview tab: what is loaded (models, corpus, index, with hashes and sizes), how well
+the SAE does on the whole corpus (L0, FVU, dead and dense latents, per Matryoshka level), MSAE's
+metrics per level and CLIP's zero-shot with the SAE spliced in (the ``evaluate`` report).
 Computed once at start; nothing here changes per request."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from explorer_ui import address
+from sae_explorer.evaluation.report import DEFINITIONS, fidelity_table, reconstruction_table
 from sae_explorer.explorer import Overview, OverviewStats
 
 TAB_ID = "overview"
@@ -31,6 +33,19 @@ def layout(overview: Overview) -> None:
                 elem_id="overview-levels",
                 min_width=PLOT_MIN_PX,
             )
+            if overview.fidelity_plot is not None:
+                gr.Plot(
+                    value=overview.fidelity_plot,
+                    label="Per-level zero-shot fidelity",
+                    elem_id="overview-fidelity",
+                    min_width=PLOT_MIN_PX,
+                )
+            else:
+                gr.Markdown(overview.fidelity_note, elem_id="overview-fidelity")
+        with gr.Accordion("MSAE metrics and spliced fidelity per level", open=False):
+            gr.Markdown(DEFINITIONS)
+            for table in metrics_tables(overview):
+                gr.Dataframe(value=table, interactive=False)
 
 
 def stats_markdown(stats: OverviewStats) -> str:
@@ -44,3 +59,12 @@ def stats_markdown(stats: OverviewStats) -> str:
         f"**dead** {stats.dead_latents} · **dense** (> {stats.dense_threshold:.0%} of items) "
         f"{stats.dense_latents}  \n**Per level:** {levels}"
     )
+
+
+def metrics_tables(overview: Overview) -> list:
+    """The report's tables (``python -m sae_explorer evaluate``): reconstruction per modality and
+    cut, then fidelity when the corpus has labels; numbers rounded to 4 decimals."""
+    tables = [reconstruction_table(overview.evaluation)]
+    if overview.evaluation.fidelity:
+        tables.append(fidelity_table(overview.evaluation))
+    return [table.round(4) for table in tables]

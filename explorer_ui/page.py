@@ -1,4 +1,4 @@
-"""The whole page: the banner and the four tabs laid out first, then wired; a deep link
+"""The whole page: the banner and the tabs laid out first, then wired; a deep link
 (``?tab=latent&latent=12``, ``?text=a%20red%20circle``, ``?item=42``, ``?tab=steer&text=...``,
 ``?tab=overview``) is opened when the page loads, and the address bar follows what the page shows
 afterwards (``address``): Back and Forward reopen the links they return to."""
@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 import gradio as gr
 
-from explorer_ui import address, inspect_tab, latent_tab, overview_tab, steer_tab
+from explorer_ui import address, compare_tab, inspect_tab, latent_tab, overview_tab, steer_tab
 from explorer_ui.banner import banner
 from explorer_ui.inputs import show_item, show_text
 from explorer_ui.inspect_tab import ALL_PERCENT, InspectView, inspect_view
@@ -19,13 +19,18 @@ from explorer_ui.latent_tab import LatentView, latent_view
 from explorer_ui.wiring import bind, warn
 from sae_explorer.explorer import Explorer
 
-TABS = (inspect_tab.TAB_ID, latent_tab.TAB_ID, steer_tab.TAB_ID, overview_tab.TAB_ID)
+TABS = (
+    inspect_tab.TAB_ID,
+    latent_tab.TAB_ID,
+    steer_tab.TAB_ID,
+    overview_tab.TAB_ID,
+    compare_tab.TAB_ID,
+)
 
 
 def build_demo(explorer: Explorer) -> gr.Blocks:
     """The whole page over one shared, read-only explorer; per-user state lives in ``gr.State``."""
     overview = explorer.overview()
-    gr.set_static_paths([explorer.thumbs_dpath])  # thumbnails are served as they are, not copied
     with gr.Blocks(title="SAE explorer") as demo:
         banner(explorer)
         with gr.Tabs(selected=inspect_tab.TAB_ID) as tabs:
@@ -33,11 +38,13 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             latent = latent_tab.layout(explorer)
             steer = steer_tab.layout()
             overview_tab.layout(overview)
+            compare = compare_tab.layout()
         back = address.back_button()
 
         inspect_tab.wire(explorer, inspect)
-        latent_tab.wire(explorer, latent, tabs, [inspect.table], [inspect.thumbs])
+        latent_tab.wire(explorer, latent, tabs, [inspect.table, compare.table], [inspect.thumbs])
         steer_tab.wire(explorer, steer)
+        compare_tab.wire(explorer, compare)
         wire_item_clicks(explorer, tabs, inspect, latent, steer)
         linked = [
             tabs,

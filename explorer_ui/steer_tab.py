@@ -5,7 +5,8 @@ latent of similar frequency."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -14,8 +15,9 @@ import plotly.graph_objects as go
 
 from explorer_ui import address
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
+from explorer_ui.steer_slider import SteerSlider
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
-from explorer_ui.wiring import bind
+from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import DEFAULT_LABEL_TEXT, DEFAULT_LABELS, Explorer, Query
 from sae_explorer.steering import OPS, Edit
 
@@ -129,8 +131,7 @@ def layout() -> SteerTab:
             with gr.Column():
                 gr.Markdown("**Top latents of the input** (drag to set a value)")
                 sliders = [
-                    gr.Slider(0, 1, value=0, visible=False, label=f"latent {i}")
-                    for i in range(N_SLIDERS)
+                    SteerSlider(0, 1, visible=False, label=f"latent {i}") for i in range(N_SLIDERS)
                 ]
                 edits = edit_controls()
                 labels = gr.Textbox(
@@ -219,7 +220,7 @@ def wire(explorer: Explorer, tab: SteerTab) -> None:
         clear_edits, None, [tab.extra_edits, edits.table], api_visibility="private"
     )
     tab.decode_button.click(
-        bind(decode, explorer),
+        named_slider_values(bind(decode, explorer)),
         [tab.query, tab.slider_latents, tab.extra_edits, tab.labels, *tab.sliders],
         list(tab.results),
         api_name="steer",
@@ -230,6 +231,23 @@ def wire(explorer: Explorer, tab: SteerTab) -> None:
         tab.sweep.plot,
         api_name="sweep",
     )
+
+
+def named_slider_values(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` (the bound :func:`decode`) with its ``*values`` shown as ``slider_1`` ...
+    ``slider_N``, each defaulting to None: the API lists every slider as optional, and one a
+    client leaves out is unchanged (the input's own activation)."""
+    signature = inspect.signature(callback)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_POSITIONAL]
+    sliders = [
+        inspect.Parameter(
+            f"slider_{i + 1}", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+            annotation=float | None,
+        )
+        for i in range(N_SLIDERS)
+    ]  # fmt: skip
+    callback.__signature__ = signature.replace(parameters=[*fixed, *sliders])  # type: ignore[attr-defined]
+    return callback
 
 
 # ---------------------------------------------------------------------------------- handlers
@@ -246,7 +264,7 @@ def steer_start(explorer: Explorer, query: Query) -> SteerStart:
         for _, r in top.iterrows()
     ]
     link = address.link_markdown(address.query_link(TAB_ID, query))
-    return SteerStart(query, f"**Steering:** {query.description}{link}", sliders)
+    return SteerStart(query, f"**Steering:** {markdown_text(query.description)}{link}", sliders)
 
 
 def start_outputs(explorer: Explorer, query: Query) -> tuple[Any, ...]:

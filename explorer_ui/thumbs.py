@@ -1,6 +1,7 @@
 """Grids of corpus thumbnails: plain HTML over the thumbnail files, which are served as they are
-(nothing is re-encoded or copied per request, unlike ``gr.Gallery``). A clickable grid reports
-the ``data-latent`` of the clicked thumbnail as the event's ``latent``."""
+(nothing is re-encoded or copied per request, unlike ``gr.Gallery``) from a route naming them by
+size and item only (``serving.thumbs_route``: no server folder in the page). A clickable grid
+reports the ``data-latent`` of the clicked thumbnail as the event's ``latent``."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote
 
 import gradio as gr
 
+from explorer_ui.serving import THUMBS_ROUTE
 from explorer_ui.wiring import static_text
 from sae_explorer.explorer import CaptionedImage
 
@@ -56,7 +57,7 @@ def thumbs_html(figures: Sequence[Figure]) -> str:
     clickable = any(f.latent is not None or f.item is not None for f in figures)
     parts = []
     for f in figures:
-        src = "gradio_api/file=" + quote(str(f.fpath))
+        src = thumb_src(f.fpath)
         caption = html.escape(f.caption)
         data, title = "", caption
         if f.item is not None:
@@ -73,6 +74,11 @@ def thumbs_html(figures: Sequence[Figure]) -> str:
         parts.append("<em>no images</em>")
     kind = "thumbs clickable" if clickable else "thumbs"
     return f'<div class="{kind}">{"".join(parts)}</div>'
+
+
+def thumb_src(fpath: Path) -> str:
+    """The page's URL of a thumbnail file (``<thumbs>/<px>/<item>.webp``), relative to the app."""
+    return f"{THUMBS_ROUTE}/{int(fpath.parent.name)}/{int(fpath.stem)}.webp"
 
 
 def item_figures(images: Sequence[CaptionedImage]) -> list[Figure]:

@@ -1,26 +1,32 @@
 """Where handlers meet Gradio: :func:`bind` makes a module-level handler ``fn(explorer, ...)`` an
-event callback, :func:`warn` shows notes as toasts, :func:`static_text` reads ``static/``.
+event callback, :func:`warn` shows notes as toasts, :func:`markdown_text` makes a user's text safe
+inside Markdown, :func:`static_text` reads ``static/``.
 
 Handlers stay plain functions of the explorer that raise ``ValueError`` for a user mistake; the
-popup is added here, once, rather than in each handler.
+popup is added here, once, rather than in each handler. Toasts render HTML, and messages quote
+what the user typed (a deep link's ``?latent=<a href=...>``), so every toast is escaped here.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
 import gradio as gr
 
+from explorer_ui.serving import RUNNER
 from sae_explorer.explorer import Explorer
 
 
 def bind(fn: Callable[..., Any], explorer: Explorer, *args: Any) -> Callable[..., Any]:
-    """``fn`` with ``explorer`` (and ``args``) bound as its first arguments, a ``ValueError``
-    shown as a ``gr.Error`` popup (the app keeps serving).
+    """``fn`` with ``explorer`` (and ``args``) bound as its first arguments, run by the shared
+    request runner (one concurrency limit, a deadline), a ``ValueError`` or a missed deadline
+    shown as an escaped ``gr.Error`` popup (the app keeps serving).
 
     Not a bare ``functools.partial``: Gradio finds the ``gr.Request`` / ``gr.EventData``
     parameters it fills in by their type hints, which a partial hides. The callback keeps ``fn``'s
@@ -30,9 +36,9 @@ def bind(fn: Callable[..., Any], explorer: Explorer, *args: Any) -> Callable[...
     @functools.wraps(fn)
     def callback(*values: Any) -> Any:
         try:
-            return bound(*values)
-        except ValueError as e:
-            raise gr.Error(str(e), print_exception=False) from e
+            return RUNNER.run(bound, *values)
+        except (ValueError, TimeoutError) as e:
+            raise gr.Error(html.escape(str(e)), print_exception=False) from e
 
     signature = inspect.signature(fn)
     rest = list(signature.parameters.values())[1 + len(args) :]
@@ -41,9 +47,21 @@ def bind(fn: Callable[..., Any], explorer: Explorer, *args: Any) -> Callable[...
 
 
 def warn(messages: Iterable[str]) -> None:
-    """Each message as a yellow toast (outside a request: a Python warning)."""
+    """Each message as a yellow toast, escaped (outside a request: a Python warning)."""
     for message in messages:
-        gr.Warning(message)
+        gr.Warning(html.escape(message))
+
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&$./-])")
+"""What Markdown could read as syntax, Gradio's LaTeX delimiters (``$``) included, and what an
+autolink needs (``.``, ``/``: ``www.x.example``, ``https://x.example``)."""
+
+
+def markdown_text(text: str) -> str:
+    """``text`` shown literally inside Markdown: every character Markdown could read as syntax
+    backslash-escaped (CommonMark escapes any ASCII punctuation), line breaks as spaces. A
+    deep link's ``?text=![](https://...)`` shows as typed and fetches nothing."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.splitlines()))
 
 
 def static_text(name: str) -> str:

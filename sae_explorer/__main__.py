@@ -19,6 +19,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.precompute",
         "encode a corpus and build the latent activation index",
     ),
+    "verify": ("sae_explorer.index.verify", "check an index folder's files against its checksums"),
+    "evaluate": (
+        "sae_explorer.evaluation.cli",
+        "MSAE's metrics and CLIP zero-shot fidelity of an SAE on a corpus, per level",
+    ),
+    "publish": (
+        "sae_explorer.publish",
+        "upload an index with its thumbnails to a Hub dataset repo (app.py --index hf-hub:...)",
+    ),
     "figure": ("sae_explorer.figures", "draw latent cards or a grid of them as PNG, SVG and PDF"),
 }
 

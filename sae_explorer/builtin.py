@@ -24,7 +24,8 @@ class BuiltinWorld(NamedTuple):
     name: str
     module_name: str
     """Its module: ``load_corpus(source, options, max_items)``, ``load_image(options)``,
-    ``vocabulary()`` and ``CLIP_CONFIG_FPATH``."""
+    ``vocabulary()``, ``CLIP_CONFIG_FPATH`` and, optionally, ``prompt_templates(attribute)``
+    (zero-shot templates its tiny CLIP understands, for ``evaluate``)."""
     clip_arch: str
     """The open_clip architecture of its CLIP, registered with open_clip when first needed."""
     n_words: int

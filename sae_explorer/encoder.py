@@ -51,6 +51,10 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+DEFAULT_INPUT_PX = 224
+"""The resize size assumed for a transform without a recognisable ``Resize`` step."""
+
+
 class _Preprocess:
     """Picklable ``PIL -> [3, H, W]`` transform: RGB conversion, then open_clip's own transform.
 
@@ -72,6 +76,19 @@ class _Preprocess:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.transform(to_rgb(image))
+
+    @property
+    def input_px(self) -> int:
+        """The short side the transform's first resize scales an image to (for a square
+        resize, its smaller side): what an upload's size is checked against before decoding."""
+        from torchvision.transforms import Resize
+
+        steps = getattr(self.transform, "transforms", [])
+        resize = next((t for t in steps if isinstance(t, Resize)), None)
+        if resize is None:
+            return DEFAULT_INPUT_PX
+        size = resize.size
+        return int(size) if isinstance(size, int) else int(min(size))
 
     @property
     def splits(self) -> bool:

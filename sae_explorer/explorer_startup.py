@@ -17,18 +17,28 @@ can be configured from its settings page; command-line flags override them.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sae_explorer import hub, release_names
+from sae_explorer import hub, hub_index, release_names
 from sae_explorer.checkpoints import load_sae
 from sae_explorer.checkpoints.hub import HUB_PREFIXES
 from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.explorer import Explorer
+from sae_explorer.index.cache import CacheError
 from sae_explorer.progress import Progress
 from sae_explorer.startup_config import AUTO, BUILTIN, StartupConfig, config_from_env
+
+if TYPE_CHECKING:
+    from sae_explorer.encoder import ClipEncoder
+    from sae_explorer.release_names import ReleaseNames
+    from sae_explorer.sae import SAE
 
 __all__ = ["StartupConfig", "StartupError", "config_from_env", "load_explorer", "needs_hub"]
 
@@ -105,8 +115,11 @@ def fallback_note(cfg: StartupConfig, err: Exception, status: hub.HubStatus) -> 
 
 def needs_hub(cfg: StartupConfig) -> bool:
     """Whether loading ``cfg`` may download from the Hub: an ``hf-hub:`` CLIP or a pretrained tag,
-    an ``auto`` or ``hf-hub:`` SAE, an ``hf:`` dataset id. Local files and built-ins need no probe.
+    an ``auto`` or ``hf-hub:`` SAE, an ``hf:`` dataset id, a published index. Local files and
+    built-ins need no probe.
     """
+    if cfg.index is not None:
+        return True
     clip_hub = cfg.clip.startswith("hf-hub:") or (
         not cfg.clip.startswith(("local-dir:", "builtin:"))
         and cfg.pretrained is not None
@@ -145,20 +158,35 @@ def _load(
         lookup = release_names.fetch_release_names(sae_source, sae_model.n_latents, list_files)
         names = lookup.names
         details["release_names"] = names.source if names else f"none ({lookup.reason})"
-    explorer = Explorer.from_sources(
-        clip=cfg.clip,
-        pretrained=cfg.pretrained,
-        sae=sae_source,
-        corpus=cfg.corpus,
-        cache_dir=cache_dir,
-        device=cfg.device,
-        progress=progress,
-        max_items=cfg.max_items,
-        note=note,
-        encoder=encoder,
-        sae_model=sae_model,
-        release_names=names,
-    )
+    if cfg.index is not None:
+        explorer = _load_published(cfg, sae_source, encoder, sae_model, names, progress)
+        explorer.sources.details.update(details)
+        return explorer
+
+    def from_sources(cache_dpath: Path, note: str) -> Explorer:
+        return Explorer.from_sources(
+            clip=cfg.clip,
+            pretrained=cfg.pretrained,
+            sae=sae_source,
+            corpus=cfg.corpus,
+            cache_dir=cache_dpath,
+            device=cfg.device,
+            progress=progress,
+            max_items=cfg.max_items,
+            note=note,
+            encoder=encoder,
+            sae_model=sae_model,
+            release_names=names,
+        )
+
+    try:
+        explorer = from_sources(cache_dir, note)
+    except CacheError as e:  # a full disk or a read-only cache: this run on a temporary one
+        logger.warning("%s", e)
+        try:
+            explorer = from_sources(temporary_cache_dpath(e), f"{note} {TEMPORARY}".strip())
+        except CacheError as again:
+            raise StartupError(f"{e}; and on a temporary cache: {again}") from again
     explorer.sources.details.update(details)
     return explorer
 
@@ -183,3 +211,56 @@ def world_explorer(
     loaded = load_corpus(source)
     index = precompute(encoder, sae, loaded, Path(cache_dpath), PrecomputeConfig(n_words=0))
     return Explorer(encoder, sae, index, loaded, Sources(world, world, source))
+
+
+TEMPORARY = (
+    "The cache could not be written (a full disk, or read-only without this index; the server "
+    "log says which). This run uses a temporary cache: the index is built again at every start "
+    "until the cache is fixed."
+)
+"""The banner's words when the cache could not be used and a temporary one was (no server
+path: visitors see it)."""
+
+
+def temporary_cache_dpath(err: CacheError) -> Path:
+    """A fresh cache folder for this run only, removed at exit; ``StartupError`` when even that
+    cannot be made."""
+    try:
+        dpath = Path(tempfile.mkdtemp(prefix="sae-explorer-cache-"))
+    except OSError as e:
+        raise StartupError(f"{err}; no temporary cache either: {e}") from e
+    atexit.register(shutil.rmtree, dpath, ignore_errors=True)
+    logger.warning("using a temporary cache for this run: %s", dpath)
+    return dpath
+
+
+def _load_published(
+    cfg: StartupConfig,
+    sae_source: str,
+    encoder: ClipEncoder | None,
+    sae_model: SAE,
+    names: ReleaseNames | None,
+    progress: Progress | None,
+) -> Explorer:
+    """The explorer over a published index (``cfg.index``): downloaded, checked, and served
+    with the configured models once they prove to be the ones it was built with."""
+    from sae_explorer.encoder import load_encoder
+    from sae_explorer.explorer import Sources
+
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dpath()
+    ref = hub_index.HubIndexRef.parse(cfg.index)
+    published = hub_index.open_published(hub_index.fetch(ref, cache_dir, progress))
+    if progress is not None:
+        progress(0.8, f"loading CLIP {cfg.clip}")
+    encoder = encoder or load_encoder(cfg.clip, cfg.pretrained, cfg.device)
+    hub_index.check_models(published, encoder, sae_model)
+    corpus = published.record.corpus.get("source", "published index")
+    sources = Sources(
+        clip=encoder.model_id,
+        sae=sae_source,
+        corpus=f"{corpus} (published as {ref})",
+        details={"index": str(ref)},
+    )
+    return Explorer(
+        encoder, sae_model, published.index, None, sources, published.thumbs_dpath, names
+    )

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,20 +198,44 @@ class LatentNames:
 
     @classmethod
     def load(cls, dpath: str | os.PathLike) -> LatentNames:
+        """The names saved in ``dpath``; ``ValueError`` saying what is wrong when they cannot
+        be read or do not hold together (a damaged file: name the latents again)."""
         dpath = Path(dpath)
-        meta = json.loads((dpath / NAMES_META).read_text())
-        with np.load(dpath / NAMES_FILE, allow_pickle=False) as arrays:
-            scored_on = meta.get("scored_on")
-            scored = scored_on is not None and "auroc_ln" in arrays
-            return cls(
-                vocabulary=tuple(meta["vocabulary"]),
-                word_ids_ln=arrays["word_ids_ln"],
-                cosine_ln=arrays["cosine_ln"],
-                activation_ln=arrays["activation_ln"],
-                center_d=arrays["center_d"],
-                source=meta.get("source", ""),
-                auroc_ln=arrays["auroc_ln"] if scored else None,
-                scored_on=scored_on if scored else None,
+        try:
+            meta = json.loads((dpath / NAMES_META).read_text())
+            with np.load(dpath / NAMES_FILE, allow_pickle=False) as arrays:
+                scored_on = meta.get("scored_on")
+                scored = scored_on is not None and "auroc_ln" in arrays
+                names = cls(
+                    vocabulary=tuple(meta["vocabulary"]),
+                    word_ids_ln=arrays["word_ids_ln"],
+                    cosine_ln=arrays["cosine_ln"],
+                    activation_ln=arrays["activation_ln"],
+                    center_d=arrays["center_d"],
+                    source=meta.get("source", ""),
+                    auroc_ln=arrays["auroc_ln"] if scored else None,
+                    scored_on=scored_on if scored else None,
+                )
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"the latent names in {dpath} cannot be read: {e!r}") from e
+        names.check()
+        return names
+
+    def check(self) -> None:
+        """``ValueError`` unless the arrays agree in shape and every word id is a word."""
+        shape = self.word_ids_ln.shape
+        ids = self.word_ids_ln
+        if (
+            len(shape) != 2
+            or self.cosine_ln.shape != shape
+            or self.activation_ln.shape != shape
+            or (self.auroc_ln is not None and self.auroc_ln.shape != shape)
+            or ids.dtype.kind not in "iu"
+            or (ids.size and not (ids.min() >= 0 and ids.max() < len(self.vocabulary)))
+        ):
+            raise ValueError(
+                f"the latent names do not hold together: word ids {shape} "
+                f"for {len(self.vocabulary)} words, scores {self.cosine_ln.shape}"
             )
 
 

@@ -43,10 +43,13 @@ from sae_explorer.index.build import (
     release_free_heap,
 )
 from sae_explorer.index.cache import (
+    CacheError,
     build_lock,
     cache_key,
     clear_index_dpath,
+    held_for_building,
     index_dpath,
+    read_finished,
     reuse_index,
 )
 from sae_explorer.index.embed import ArrayEmbedder, CorpusEmbedder
@@ -171,17 +174,22 @@ def precompute(
     deleting a finished or unfinished index of the same key under the build lock (never while
     another process builds it or checks it for reuse). ``stop_after_chunks`` ends the run early
     after that many new chunks (leaving a resumable folder) and raises ``InterruptedError``;
-    tests use it to simulate an interruption.
+    tests use it to simulate an interruption. A read-only cache serves its finished index
+    (``CacheError`` when it has none); a full disk removes the unfinished index and raises
+    ``CacheError``.
     """
     _check_inputs(encoder, sae, corpus)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dpath()
     key, plan = corpus_key(encoder, sae, corpus, cfg)
     dpath = index_dpath(cache_root, key)
     report = progress or (lambda frac, msg: None)
-    with build_lock(dpath, report):
-        if force and dpath.exists():
-            clear_index_dpath(dpath)
-        index = reuse_index(dpath, key)
+    with held_for_building(dpath, report) as unwritable:
+        if unwritable is not None:  # a read-only cache: its finished index is all it can give
+            index = read_finished(dpath, key, unwritable)
+        else:
+            if force and dpath.exists():
+                clear_index_dpath(dpath)
+            index = reuse_index(dpath, key)
         if index is not None:
             report(1.0, f"index found: {index.n_items} items")
         else:
@@ -224,7 +232,9 @@ def index_embeddings(
     dpath = Path(dpath)
     key = _embeddings_key(sae, x_nd, items, plan, cfg)
     stats = StatsSource(plan, lambda: embeddings_stats(sae, x_nd, items, plan))
-    with build_lock(dpath, progress):
+    with held_for_building(dpath, progress) as unwritable:
+        if unwritable is not None:
+            return read_finished(dpath, key, unwritable)
         index = reuse_index(dpath, key)
         if index is None:
             dpath.mkdir(parents=True, exist_ok=True)
@@ -278,7 +288,11 @@ def _build_from_corpus(
     timer = Timer()
     embedder = CorpusEmbedder(encoder, corpus, cfg, timer)
     meta = {
-        "encoder": {"model_id": encoder.model_id, "embed_dim": encoder.embed_dim},
+        "encoder": {
+            "model_id": encoder.model_id,
+            "cache_id": encoder.cache_id,  # with a fingerprint of local weights
+            "embed_dim": encoder.embed_dim,
+        },
         "corpus": {
             "source": corpus.source,
             "manifest_hash": corpus.manifest_hash,
@@ -397,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 encoder, sae, corpus, args.cache_dir, cfg, progress, force=args.force
             )
             total = time.perf_counter() - t0
-    except ValueError as e:
+    except (ValueError, CacheError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     counts = IndexCounts.from_manifest(index.manifest)

@@ -597,6 +597,13 @@ class SAE(nn.Module):
         ks = self._topk_ks()
         return not ks or ks[-1] == self.n_latents
 
+    def inference_is_last_level(self) -> bool:
+        """Whether :meth:`encode` (what the explorer shows) gives the last Matryoshka level's codes,
+        so that level's reconstruction is the inference-time one and needs no pass of its own."""
+        if self.cfg.inference == "topk":  # the model's own sparse codes: the last level's
+            return True
+        return self._has_full_level()  # full latents: a level only when one keeps every latent
+
     def level_codes(self, pre_bl: Tensor) -> list[Tensor]:
         """Dense capped codes [b, n_latents] per level (TopK of each nesting k, smallest first;
         one level for plain SAEs). A level with ``k == n_latents`` is the full activation. For

@@ -82,6 +82,15 @@ class StartupConfig:
             parse=item_cap,
         ),
     )
+    index: str | None = field(
+        default=None,
+        metadata=doc(
+            "a published index to serve, hf-hub:org/name[@revision] (python -m sae_explorer "
+            "publish): downloaded and checked, no corpus and no encoding at start; --clip and "
+            "--sae must load the models it was built with",
+            parse=text_or_none,
+        ),
+    )
     cache_dir: str | None = field(
         default=None,
         metadata=doc(
@@ -108,7 +117,13 @@ class StartupConfig:
     def builtin(self) -> StartupConfig:
         """The built-in world with this config's cache and device."""
         return replace(
-            self, clip=BUILTIN, pretrained=None, sae=BUILTIN, corpus=BUILTIN_CORPUS, max_items=None
+            self,
+            clip=BUILTIN,
+            pretrained=None,
+            sae=BUILTIN,
+            corpus=BUILTIN_CORPUS,
+            max_items=None,
+            index=None,
         )
 
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from explorer_ui.browser import CHROMIUM, chromium_page
-from explorer_ui.serving import free_port, served
+from explorer_ui.serving import ServeLimits, free_port, served
 from sae_explorer import builtin
 from sae_explorer.explorer import Explorer
 from sae_explorer.explorer_startup import world_explorer
@@ -49,11 +49,14 @@ def explorer_over(corpus_source: str, cache_dpath: Path) -> Explorer:
 
 
 @contextmanager
-def launched_app(explorer: Explorer, concurrency: int | None = None) -> Iterator[str]:
-    """The page served on a free local port, queued as ``app.py`` queues it; yields its URL."""
+def launched_app(
+    explorer: Explorer, concurrency: int | None = None, limits: ServeLimits | None = None
+) -> Iterator[str]:
+    """The page served on a free local port as ``app.py`` serves it (``limits``: others);
+    yields its URL."""
     import app
 
-    with served(explorer, concurrency or app.DEFAULT_CONCURRENCY) as url:
+    with served(explorer, concurrency or app.DEFAULT_CONCURRENCY, limits) as url:
         yield url
 
 

@@ -8,8 +8,8 @@ import io
 import json
 import re
 from pathlib import Path
-from urllib.parse import unquote
 
+import httpx
 import pandas as pd
 import pytest
 from _explorer_helpers import huge_png_header, launched_app, small_explorer
@@ -142,22 +142,37 @@ def test_ten_thousand_character_text_works(client):
     assert_inspect_result(client.predict("blue square " * 834, api_name="/inspect_text"))
 
 
-def test_latent_page(client, explorer):
-    latent_id, summary, gallery, quant_gallery, hist, names, texts, similar, quant = client.predict(
-        5, api_name="/latent"
-    )
+def is_webp(url: str) -> bool:
+    response = httpx.get(url)
+    return response.status_code == 200 and Image.open(io.BytesIO(response.content)).format == "WEBP"
+
+
+def test_latent_page(client, explorer, url):
+    (
+        latent_id,
+        summary,
+        gallery,
+        quant_gallery,
+        hist,
+        names,
+        texts,
+        similar,
+        quant,
+        family,
+        tree,
+    ) = client.predict(5, api_name="/latent")
     assert latent_id == 5
     assert summary.startswith("### Latent 5") and 'href="?tab=latent&amp;latent=5"' in summary
-    srcs = re.findall(r'<img src="gradio_api/file=([^"]+)"', gallery)
-    assert srcs and all(Path(unquote(src)).is_file() for src in srcs)
+    srcs = re.findall(r'<img src="(gradio_api/thumbs/[^"]+)"', gallery)
+    assert srcs and all(is_webp(url + src) for src in srcs)  # served, by name only
     captions = [float(c) for c in re.findall(r"<figcaption>([^<]+)</figcaption>", gallery)]
     assert captions == sorted(captions, reverse=True)
     # one thumbnail per image row of the quantile table, in its order, captioned with its value
     assert quant["headers"] == ["quantile_bin", "value", "modality", "label"]
     image_values = [row[1] for row in quant["data"] if row[2] == "image"]
-    quant_srcs = re.findall(r'<img src="gradio_api/file=([^"]+)"', quant_gallery)
+    quant_srcs = re.findall(r'<img src="(gradio_api/thumbs/[^"]+)"', quant_gallery)
     assert len(quant_srcs) == len(image_values) > 0
-    assert all(Path(unquote(src)).is_file() for src in quant_srcs)
+    assert all(is_webp(url + src) for src in quant_srcs)
     quant_captions = [
         float(c) for c in re.findall(r"<figcaption>([^<]+)</figcaption>", quant_gallery)
     ]
@@ -167,6 +182,16 @@ def test_latent_page(client, explorer):
     assert names["headers"] == ["name", "AUROC", "named", "cosine"]
     assert texts["headers"] == ["value", "text"]
     assert len(quant["data"]) > 0
+    assert family["headers"] == [
+        "relation",
+        "latent",
+        "level",
+        "p_parent",
+        "p_child",
+        "n_both",
+        "names",
+    ]
+    assert tree.startswith("**Descendants")
 
 
 def test_search(client):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import quote, urlparse
 
 import pytest
 from _explorer_helpers import CHROMIUM, chromium_page, launched_app, small_explorer
@@ -147,8 +148,7 @@ def test_overview_shows_corpus_quality(url, page):
 def test_overview_plots_stack_on_a_narrow_screen(url, page):
     page.set_viewport_size({"width": 400, "height": 900})
     try:
-        page.goto(url)
-        page.get_by_role("tab", name="Overview").click()
+        page.goto(url + "?tab=overview")  # on a phone, later tabs fold into the tab bar's menu
         boxes = []
         for elem_id in ("overview-frequency", "overview-levels"):
             plot = page.locator(f"#{elem_id} .js-plotly-plot")
@@ -249,3 +249,36 @@ def test_a_steer_link_opens_steer_with_its_text_filled_in(url, page):
     assert page.locator("#steer-desc").is_visible()  # the Steer tab is the one shown
     page.locator("#steer-decode").click()
     page.locator("#steer-cosine", has_text="1.0000").wait_for()  # nothing moved: the input
+
+
+def test_heatmaps_show_where_the_latents_fire(url, page, tmp_path):
+    image_fpath = tmp_path / "shape.png"
+    shapes.make_item(4, seed=5).image.save(image_fpath)
+    page.goto(url)
+    page.locator("#inspect-image input[type=file]").set_input_files(str(image_fpath))
+    page.locator("#inspect-diagnostics", has_text="Reconstruction").wait_for()
+    page.get_by_text("Where in the image (heatmaps)").click()
+    page.locator("#inspect-heat").click()
+    page.locator("#inspect-heatmaps img").first.wait_for()
+    assert page.locator("#inspect-heatmaps img").count() == 4  # the 4 strongest latents
+    screenshot(page, "heatmaps")
+
+
+def test_a_deep_links_html_renders_as_text(url, page):
+    """``?latent=<a href=...>`` shows its HTML as text in the toast (no clickable foreign link)
+    and ``?text=![](https://...)`` shows as typed, with no image fetched from elsewhere."""
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url))
+    link = '<a href="https://evil.example/login">Session expired</a>'
+    page.goto(url + "?latent=" + quote(link))
+    toast = page.get_by_test_id("toast-text").first
+    toast.wait_for()
+    assert link in toast.inner_text()
+    assert toast.locator("a").count() == 0
+    page.goto(url + "?text=" + quote("![](https://evil.example/pixel.png) see <b>this</b>"))
+    desc = page.locator("#inspect-desc", has_text="evil.example")
+    desc.wait_for()
+    assert "![](https://evil.example/pixel.png) see <b>this</b>" in desc.inner_text()
+    assert desc.locator("img").count() == 0 and desc.locator("b").count() == 0
+    page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
+    assert not [u for u in fetched if urlparse(u).hostname == "evil.example"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -9,7 +10,15 @@ import pytest
 from _explorer_helpers import huge_png_header
 from PIL import Image
 
-from sae_explorer.images import MAX_PIXELS, MIN_SIDE, check_image, check_text
+from sae_explorer.images import (
+    MAX_DATA_URL_BYTES,
+    MAX_PIXELS,
+    MIN_SIDE,
+    check_image,
+    check_text,
+    decode_data_url,
+    resized_size,
+)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -105,3 +114,67 @@ def test_long_text_is_cut_with_a_warning():
     assert len(checked.text) == 2_000
     assert "10,000 characters" in checked.warnings[0]
     assert check_text("  red circle  ") == ("red circle", ())
+
+
+# ----------------------------------------------------------------- bounded cost per request
+def test_a_thin_image_is_refused_by_its_size_after_clips_resize():
+    """A 1x100000 PNG is a few hundred bytes and 100,000 pixels, far under the decode limit;
+    CLIP's resize scales its short side up to the model size, so it would become 224 x
+    22,400,000 pixels. It is refused from its header, before decoding."""
+    thin = png_bytes(Image.new("RGB", (1, 100_000), (255, 0, 0)))
+    assert len(thin) < 1_000
+    assert check_image(thin).image.size == (1, 100_000)  # without a model size: fine
+    with pytest.raises(ValueError, match=r"224x22400000 = 5,017,600,000 pixels"):
+        check_image(thin, input_px=224)
+    panorama = png_bytes(Image.new("RGB", (3_000, 100), (0, 0, 255)))  # 30:1 still passes
+    assert check_image(panorama, input_px=224).image.size == (3_000, 100)
+    assert resized_size((3_000, 100), 224) == (6_720, 224)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_size():
+    """A 4000x3000 JPEG decodes at a power-of-two fraction of its size whose short side still
+    covers twice the model size, not at 12M pixels; what CLIP then sees barely changes."""
+    rng = np.random.default_rng(0)
+    x = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((100, 100, 1), np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="JPEG", quality=95)
+    full = check_image(buf.getvalue()).image
+    reduced = check_image(buf.getvalue(), input_px=224).image
+    assert full.size == (4_000, 3_000)
+    assert reduced.size == (1_000, 750)  # 1/4 scale: short side 750 >= 2 x 224
+    small = [np.asarray(im.resize((299, 224), Image.BICUBIC), np.float64) for im in (full, reduced)]
+    assert np.abs(small[0] - small[1]).mean() < 3.0  # of 255
+    png = png_bytes(Image.new("RGB", (1_200, 900)))  # other formats decode in full
+    assert check_image(png, input_px=224).image.size == (1_200, 900)
+
+
+def test_a_data_url_is_size_checked_before_decoding(monkeypatch):
+    huge = huge_png_header(12_000, 12_000)
+    url = "data:image/png;base64," + base64.b64encode(huge).decode()
+    assert decode_data_url(url) == huge
+    with pytest.raises(ValueError, match="limit is 40,000,000"):  # header only, never decoded
+        check_image(decode_data_url(url))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded an oversized data: URL")
+
+    monkeypatch.setattr(base64, "b64decode", no_decoding)
+    big = "data:image/png;base64," + "A" * (4 * MAX_DATA_URL_BYTES // 3 + 8)
+    with pytest.raises(ValueError, match=f"the limit is {MAX_DATA_URL_BYTES:,}"):
+        decode_data_url(big)
+    with pytest.raises(ValueError, match="base64 data: URL"):
+        decode_data_url("data:image/png,rawbytes")
+
+
+def test_a_huge_text_costs_no_more_than_a_short_one():
+    """A 50M-character text is cut before anything copies it whole: the check allocates
+    about what a 2,000-character text needs, not 50 MB."""
+    import tracemalloc
+
+    text = "a red circle " * 4_000_000
+    tracemalloc.start()
+    checked = check_text(text)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(checked.text) == 2_000 and "52,000,000 characters" in checked.warnings[0]
+    assert peak < 200_000

@@ -23,6 +23,8 @@ from explorer_ui import (
     address,
     banner,
     build_demo,
+    compare_tab,
+    heatmap_panel,
     inputs,
     inspect_tab,
     latent_tab,
@@ -40,6 +42,7 @@ LABELS = "red, blue, green, yellow"
 HANDLER_MODULES = (
     address,
     banner,
+    compare_tab,
     inputs,
     inspect_tab,
     latent_tab,
@@ -260,6 +263,13 @@ def test_each_view_carries_the_link_that_reopens_it(explorer):
     assert "page-link" not in inspect_view(explorer, upload).description  # nothing to link to
 
 
+def test_every_tab_is_followed_by_the_address_bar(explorer):
+    demo = build_demo(explorer)
+    tabs = [b for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+    assert sorted(t.id for t in tabs) == sorted(page.TABS)
+    assert all(t.elem_id == address.tab_panel_id(t.id) for t in tabs)  # what address.js watches
+
+
 def test_back_reopens_the_address_returned_to(explorer):
     tabs, *rest = page.reopen(explorer, "?tab=latent&latent=4", 100.0)
     assert tabs.selected == "latent"
@@ -277,6 +287,37 @@ def test_a_bad_link_warns_and_still_opens_its_tab(explorer):
     demo = build_demo(explorer)
     load = next(fn for fn in demo.fns.values() if fn.name == "open_link")
     assert len(rest) + 1 == len(load.outputs)  # one value for each output the load fills
+
+
+def test_a_links_html_is_shown_as_text(explorer):
+    """A deep link's HTML reaches the toast escaped (toasts render HTML) and its Markdown
+    reaches the description escaped: no foreign link or image renders."""
+    link = '<a href="https://evil.example/login">Session expired</a>'
+    request = SimpleNamespace(query_params={"latent": link})
+    with pytest.warns(UserWarning) as warned:
+        page.open_link(explorer, 100.0, request)
+    message = str(warned[0].message)
+    assert "&lt;a href=&quot;https://evil.example/login&quot;&gt;Session expired" in message
+    assert "<a" not in message
+    text = "![](https://evil.example/pixel.png) <img src=x> *bold* $x$"
+    shown = page.link_view(explorer, {"text": text}).inspect.description
+    assert shown.startswith("**Input:** text: ")
+    typed = shown.split("text: ", 1)[1].split("  \n<small>Link:", 1)[0]  # before the view's link
+    assert typed == (
+        r"'\!\[\]\(https:\/\/evil\.example\/pixel\.png\) \<img src=x\> \*bold\* \$x\$'"
+    )
+    assert not re.search(r"(?<!\\)[!\[\]()<>*$/.]", typed)  # every special character escaped
+    start = steer_tab.steer_start(explorer, explorer.text_query(text))
+    assert f"text: {typed}" in start.description
+
+
+def test_a_handlers_error_is_escaped(explorer):
+    def refuse(explorer, text: str) -> None:
+        raise ValueError(f"no latent is called {text}")
+
+    with pytest.raises(gr.Error) as error:
+        wiring.bind(refuse, explorer)("<b>bold</b>")
+    assert str(error.value.message) == "no latent is called &lt;b&gt;bold&lt;/b&gt;"
 
 
 def test_the_page_offers_the_same_api(explorer):
@@ -297,6 +338,8 @@ def test_the_page_offers_the_same_api(explorer):
         "add_edit",
         "steer",
         "sweep",
+        "heatmaps",
+        "compare",
     }
 
 
@@ -378,3 +421,25 @@ def test_clicking_a_corpus_example_inspects_it(explorer):
     assert inspect_tab.InspectView(*values).query.item == 9
     with pytest.raises(ValueError, match="click a thumbnail"):
         inspect_tab.open_item(explorer, 100.0, gr.EventData(None, {"latent": 3}))
+
+
+def test_heatmaps_of_an_inspected_image(explorer, red_circle, tmp_path):
+    silent = lambda *args, **kwargs: None  # noqa: E731
+    item = int(explorer.items.index[explorer.items["modality"] == "image"][0])
+    query = explorer.item_query(item)
+    gallery = heatmap_panel.heatmap_gallery(explorer, query, None, "", "occlusion", silent)
+    top = [int(i) for i in explorer.top_latents(query, 4)["latent"]]
+    assert [caption.split()[0] for _, caption in gallery] == [f"#{i}" for i in top]
+    assert all(image.size == (shapes.IMAGE_SIZE,) * 2 for image, _ in gallery)
+    chosen = heatmap_panel.heatmap_gallery(explorer, query, None, "5, 3", "gradient", silent)
+    assert [caption.split()[0] for _, caption in chosen] == ["#5", "#3"]
+    upload = tmp_path / "shape.png"
+    shapes.make_item(2, seed=5).image.save(upload)
+    image_query = explorer.image_query(str(upload))
+    assert heatmap_panel.heatmap_gallery(
+        explorer, image_query, str(upload), "7", "occlusion", silent
+    )
+    with pytest.raises(ValueError, match="inspect an image first"):
+        heatmap_panel.heatmap_gallery(explorer, red_circle, None, "", "occlusion", silent)
+    with pytest.raises(ValueError, match="unknown heatmap method 'saliency'"):
+        heatmap_panel.heatmap_gallery(explorer, query, None, "3", "saliency", silent)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from sae_explorer.atomic import atomic_write_text
 from sae_explorer.explorer import examples, inspect, latent_page
+from sae_explorer.explorer.overview import public_id
 from sae_explorer.explorer.queries import Query
 
 if TYPE_CHECKING:
@@ -24,9 +25,9 @@ class Stamp(NamedTuple):
     """Provenance written into every export."""
 
     clip: str  # CLIP model id
-    sae: str  # SAE source as loaded
+    sae: str  # SAE source as loaded (a local path by its name only)
     sae_hash: str  # content hash of the SAE weights
-    corpus: str  # corpus source as loaded ("precomputed embeddings" without a corpus)
+    corpus: str  # corpus source as loaded, local paths by name ("precomputed embeddings": none)
     corpus_hash: str | None  # of the corpus the index was built from; None: from embeddings
     index_key: str  # content key of the index (CLIP, SAE, corpus or embedding rows, settings)
     exported_at: str  # UTC, ISO 8601
@@ -60,9 +61,9 @@ def stamp(explorer: Explorer) -> Stamp:
     """What produced an export, and when."""
     return Stamp(
         clip=explorer.encoder.model_id,
-        sae=explorer.sources.sae,
+        sae=public_id(explorer.sources.sae),
         sae_hash=explorer.sae_hash,
-        corpus=explorer.sources.corpus,
+        corpus=public_id(explorer.sources.corpus),
         corpus_hash=explorer.corpus_hash,
         index_key=explorer.index_key,
         exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -80,6 +81,7 @@ def export_latent(
         "quantiles": page.quantiles,
         "names": page.names,
         "similar": page.similar,
+        "family": page.family,
     }
     summary = page.summary._asdict()
     return write_export(explorer, f"latent-{page.latent_id}", summary, tables, dpath, fmt)

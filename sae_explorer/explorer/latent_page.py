@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from sae_explorer.explorer import examples, names, plots, queries, thumbnails
+from sae_explorer.coactivation import TreeNode
+from sae_explorer.explorer import examples, hierarchy, names, plots, queries, thumbnails
 from sae_explorer.explorer.thumbnails import CaptionedImage
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class LatentPage(NamedTuple):
     histogram: go.Figure
     names: pd.DataFrame  # name, score (+ MSAE name, MSAE cosine with release names)
     similar: pd.DataFrame  # latent, cosine, names (+ MSAE names)
+    family: pd.DataFrame  # Matryoshka parents and children (hierarchy.FAMILY_COLUMNS)
+    descendants: list[TreeNode]  # the tree of its children, grandchildren, depth first
 
 
 def latent_page(
@@ -53,7 +56,9 @@ def latent_page(
     images = examples.top_items(explorer, latent_id, n_images, "image")
     top_images = [
         CaptionedImage(
-            thumbnails.thumbnail_fpath(explorer, int(r.item), 128), f"{r.value:.3f}", int(r.item)
+            thumbnails.thumbnail_fpath(explorer, int(r.item), thumbnails.TOP_THUMB_PX),
+            f"{r.value:.3f}",
+            int(r.item),
         )
         for r in images.itertuples()
     ]
@@ -76,6 +81,8 @@ def latent_page(
         plots.histogram(counts, edges, latent_id),
         names.names_table(explorer, latent_id, 10),
         similar_latents(explorer, latent_id),
+        hierarchy.family_table(explorer, latent_id),
+        hierarchy.descendant_tree(explorer, latent_id),
     )
 
 

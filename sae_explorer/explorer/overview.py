@@ -1,20 +1,21 @@
-"""The Overview tab: what is loaded (models, corpus, index) and how well the SAE reconstructs
-the whole corpus, overall and per Matryoshka level."""
+"""The Overview tab: what is loaded (models, corpus, index), how well the SAE reconstructs the
+whole corpus, overall and per Matryoshka level, and what it costs CLIP's zero-shot classification
+when spliced in (labelled corpora only): the numbers of ``python -m sae_explorer evaluate``,
+computed by :mod:`sae_explorer.evaluation` once."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 
 from sae_explorer.corpus import SOURCE_SEPARATOR, Modality
-from sae_explorer.explorer import plots, quality
+from sae_explorer.evaluation import Evaluation, EvaluationConfig, evaluate
+from sae_explorer.evaluation.run import label_tasks, prompts_for_items
+from sae_explorer.explorer import plots
 
 if TYPE_CHECKING:
     from sae_explorer.explorer.state import Explorer
@@ -55,82 +56,68 @@ class Overview(NamedTuple):
     stats: OverviewStats
     frequency_histogram: go.Figure
     levels_plot: go.Figure
-
-
-class CorpusQuality(NamedTuple):
-    """Sums over the corpus, in one pass over its embeddings."""
-
-    sq_err: float  # squared reconstruction error
-    total_var: float  # squared distance from the corpus mean
-    l0_sum: float  # active latents
-    level_sq_err_v: np.ndarray  # [n_levels] squared error of each level's reconstruction
-    level_cos_sum_v: np.ndarray  # [n_levels] cosine of each item with its level reconstruction
+    evaluation: Evaluation  # MSAE's metrics and spliced fidelity per cut, as ``evaluate`` reports
+    fidelity_plot: go.Figure | None  # None when the corpus has no labels
+    fidelity_note: str  # why there is no fidelity plot ("" when there is one)
 
 
 def compute_overview(explorer: Explorer, batch_size: int = 512) -> Overview:
     """Models, corpus and whole-corpus SAE quality (``Explorer.overview`` caches it)."""
     n = explorer.index.embeddings.shape[0]
     assert n > 0, "empty corpus"
-    q = corpus_quality(explorer, batch_size)
+    evaluation = corpus_evaluation(explorer, batch_size)
     levels = list(explorer.sae.cfg.levels)
-    level_fvu = q.level_sq_err_v / max(q.total_var, 1e-12)
-    level_cos = q.level_cos_sum_v / n
+    rows = {row.cut: row for row in evaluation.corpus_rows()}
+    level_rows = [rows[name] for name in evaluation.cuts[: len(levels)]]
+    inference = rows.get("inference", level_rows[-1])  # the last level when that is inference
     modality_n = explorer.items["modality"]
     stats = OverviewStats(
         n_items=n,
         n_images=int((modality_n == "image").sum()),
         n_texts=int((modality_n == "text").sum()),
         n_latents=explorer.n_latents,
-        l0=q.l0_sum / n,
-        fvu=q.sq_err / max(q.total_var, 1e-12),
+        l0=inference.l0,
+        fvu=inference.fvu_clip,
         dead_latents=int((explorer.frequency_l == 0).sum()),
         dense_latents=int((explorer.frequency_l > DENSE_FREQUENCY).sum()),
         dense_threshold=DENSE_FREQUENCY,
         levels=levels,
-        level_fvu=[float(v) for v in level_fvu],
-        level_cosine=[float(v) for v in level_cos],
+        level_fvu=[row.fvu_clip for row in level_rows],
+        level_cosine=[row.cosine_clip for row in level_rows],
         input_statistics=explorer.input_stats.manifest(),
     )
     levels_fig = plots.levels_plot(
         levels,
-        list(level_cos),
-        fvu=list(level_fvu),
+        stats.level_cosine,
+        fvu=stats.level_fvu,
         title="Corpus reconstruction per Matryoshka level",
     )
+    fidelity_fig = plots.fidelity_plot(evaluation, levels) if evaluation.fidelity else None
     return Overview(
-        models_table(explorer), stats, plots.frequency_histogram(explorer.frequency_l), levels_fig
+        models_table(explorer),
+        stats,
+        plots.frequency_histogram(explorer.frequency_l),
+        levels_fig,
+        evaluation,
+        fidelity_fig,
+        evaluation.fidelity_note,
     )
 
 
-@torch.inference_mode()
-def corpus_quality(explorer: Explorer, batch_size: int) -> CorpusQuality:
-    """Reconstruction error, L0 and per-level quality summed over the indexed embeddings."""
-    x_nd = torch.as_tensor(np.asarray(explorer.index.embeddings, dtype=np.float32))
-    sq_err, l0_sum = 0.0, 0.0
-    level_sq_err = level_cos_sum = np.zeros(len(explorer.sae.cfg.levels))
-    total_var = float(((x_nd - x_nd.mean(0)) ** 2).sum())
-    for x_bd, modality in corpus_batches(explorer, x_nd, batch_size):
-        out = explorer.sae_of(modality).forward(x_bd)
-        sq_err += float(((x_bd - out.x_hat_bd) ** 2).sum())
-        l0_sum += float((out.z_bl > 0).sum())
-        metrics = quality.level_metrics(explorer, x_bd, modality)
-        level_sq_err = level_sq_err + metrics.sq_err_vb.sum(1)
-        level_cos_sum = level_cos_sum + metrics.cosine_vb.sum(1)
-    return CorpusQuality(sq_err, total_var, l0_sum, level_sq_err, level_cos_sum)
-
-
-def corpus_batches(
-    explorer: Explorer, x_nd: torch.Tensor, batch_size: int
-) -> Iterator[tuple[torch.Tensor, Modality | None]]:
-    """Batches of the corpus embeddings with the modality whose statistics they go through:
-    in corpus order when both modalities share the checkpoint's (None), else per modality."""
-    if explorer.saes.shared:
-        for start in range(0, len(x_nd), batch_size):
-            yield x_nd[start : start + batch_size], None
-        return
-    for modality, rows in explorer.modality_rows.items():
-        for start in range(0, len(rows), batch_size):
-            yield x_nd[torch.from_numpy(rows[start : start + batch_size])], modality
+def corpus_evaluation(explorer: Explorer, batch_size: int) -> Evaluation:
+    """``evaluate`` over the index's embeddings, its label columns classified zero-shot with the
+    loaded CLIP's prompts (no fidelity, and a note saying why, without labels)."""
+    items = explorer.items
+    tasks = label_tasks(items)
+    prompts = prompts_for_items(
+        items,
+        tasks,
+        explorer.encoder.model_id,
+        lambda texts: explorer.label_embeddings(tuple(texts)),
+        explorer.logit_scale,
+    )
+    cfg = EvaluationConfig(batch_size=batch_size)
+    return evaluate(explorer.saes, explorer.index.embeddings, items, prompts, cfg)
 
 
 def models_table(explorer: Explorer) -> pd.DataFrame:
@@ -163,7 +150,10 @@ def models_table(explorer: Explorer) -> pd.DataFrame:
 
 def public_id(source: str) -> str:
     """What a visitor may see of a source: a local file or folder by its name only (the
-    server's paths are not theirs to read); Hub, dataset and built-in names as they are."""
+    server's paths are not theirs to read); Hub, dataset and built-in names as they are; each
+    part of a multi-source corpus so."""
+    if SOURCE_SEPARATOR in source:
+        return SOURCE_SEPARATOR.join(public_id(part) for part in source.split(SOURCE_SEPARATOR))
     if not source or "://" in source or source.startswith(("hf-hub:", "hf:", "builtin:")):
         return source
     path, _, query = source.partition("?")

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from sae_explorer.evaluation import Evaluation
+
 PLOT_TEMPLATE = go.layout.Template(
     layout={
         "font": {"family": "sans-serif", "size": 12},
@@ -51,6 +53,48 @@ def levels_plot(
         xaxis_type="category",
         yaxis_title="cosine" if fvu is None else "value",
         height=280,
+        template=PLOT_TEMPLATE,
+    )
+    return fig
+
+
+def fidelity_plot(evaluation: Evaluation, levels: Sequence[int]) -> go.Figure:
+    """CLIP zero-shot with the SAE spliced in, per Matryoshka level: argmax agreement with the
+    original embeddings' predictions (solid) and the spliced accuracy (dashed) of each label
+    column, on images (texts when the corpus has no labelled images)."""
+    modalities = {row.modality for row in evaluation.fidelity}
+    modality = "image" if "image" in modalities else "text"
+    level_cuts = evaluation.cuts[: len(levels)]
+    x = [str(k) for k in levels]
+    fig = go.Figure()
+    tasks = dict.fromkeys(row.task for row in evaluation.fidelity if row.modality == modality)
+    for task in tasks:
+        by_cut = {
+            r.cut: r for r in evaluation.fidelity if r.task == task and r.modality == modality
+        }
+        rows = [by_cut[cut] for cut in level_cuts]
+        name = task.removeprefix("attr_")
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=[r.agreement for r in rows], mode="lines+markers", name=f"{name}: agreement"
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r.accuracy_reconstruction for r in rows],
+                mode="lines+markers",
+                line={"dash": "dash"},
+                name=f"{name}: accuracy (CLIP alone {rows[0].accuracy_original:.3f})",
+            )
+        )
+    fig.update_layout(
+        title=f"Zero-shot with the SAE spliced in, per Matryoshka level ({modality}s)",
+        xaxis_title="latents kept (k of each level)",
+        xaxis_type="category",
+        yaxis_title="fraction of items",
+        legend={"orientation": "h", "y": -0.35},
+        height=380,
         template=PLOT_TEMPLATE,
     )
     return fig

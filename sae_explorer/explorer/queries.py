@@ -33,7 +33,7 @@ class Query(NamedTuple):
 
 def image_query(explorer: Explorer, image: Any) -> Query:
     """Validate and encode an upload (path, bytes, PIL or array); ValueError on bad files."""
-    checked = check_image(image)
+    checked = check_image(image, input_px=explorer.encoder.preprocess.input_px)
     x_d = explorer.encoder.encode_images([checked.image])[0]
     w, h = checked.image.size
     return Query(
@@ -88,14 +88,17 @@ N_CANDIDATES = 5
 def resolve_latent(explorer: Explorer, id_or_name: str | int | float | None) -> int:
     """A latent id, or the latent a name search finds ("blue", "striped cat").
 
-    A name resolves only when it shares a word with some latent's names; otherwise nothing is
-    picked (the nearest decoder direction of a word no latent is named by is a guess, not an
-    answer): the ValueError lists the closest latents with their cosines to choose from."""
+    Anything that reads as a number ("12", "3.0", "1e3", "-2", "NaN", "1.5") is an id: a whole
+    number in range opens that latent, any other number is refused, and none is ever searched
+    for by name ("3.0" is not a word). A name resolves only when it shares a word with some
+    latent's names; otherwise nothing is picked (the nearest decoder direction of a word no
+    latent is named by is a guess, not an answer): the ValueError lists the closest latents
+    with their cosines to choose from."""
     text = str(id_or_name if id_or_name is not None else "").strip()
     if not text:
         raise ValueError("give a latent id (e.g. 12) or a name to search for (e.g. blue)")
-    if text.lstrip("-").isdigit():
-        return check_latent(explorer, int(text))
+    if is_number(text):
+        return check_latent(explorer, text)
     hits = naming.search_latents(
         text, explorer.encoder, explorer.saes.text, explorer.names, k=N_CANDIDATES
     )
@@ -128,6 +131,15 @@ def search_latents(explorer: Explorer, query: str, n: int = 10) -> pd.DataFrame:
         columns=["latent", "score", "names"],
     )
     return names.with_release_names(explorer, table)
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number to Python ("3", "3.0", "1e3", "-2", "nan", "inf")."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def as_int(value: Any, what: str) -> int:

@@ -19,8 +19,12 @@ import numpy as np
 import torch
 
 from sae_explorer import builtin
+from sae_explorer.coactivation import Coactivations
 from sae_explorer.corpus import Corpus, Modality
+from sae_explorer.explorer import compare as compare_job
 from sae_explorer.explorer import examples, export, names, quality, queries, thumbnails
+from sae_explorer.explorer import heatmaps as heatmaps_job
+from sae_explorer.explorer import hierarchy as hierarchy_job
 from sae_explorer.explorer import inspect as inspect_job
 from sae_explorer.explorer import latent_page as latent_page_job
 from sae_explorer.explorer import steer as steer_job
@@ -106,8 +110,7 @@ class Explorer:
         with torch.inference_mode():
             self.dictionary_ld = self.sae.get_dictionary().float().cpu()
         if thumbs_dpath is None:
-            thumbs_dpath = thumbnails.thumbs_dpath_for(index.dpath)
-            thumbnails.prune_thumb_folders(thumbs_dpath)
+            thumbs_dpath = thumbnails.usable_thumbs_dpath(index.dpath)
         self.thumbs_dpath = Path(thumbs_dpath)
         self.logit_scale = steer_job.clip_logit_scale(encoder)
         self._overview: Overview | None = None
@@ -175,6 +178,11 @@ class Explorer:
     def label_embeddings(self, labels: tuple[str, ...]) -> torch.Tensor:
         return self.encoder.encode_texts(list(labels))
 
+    @functools.cached_property
+    def coactivations(self) -> Coactivations:
+        """Which latents are active on which items (the index's codes), for the hierarchy."""
+        return Coactivations.from_index(self.index)
+
     def overview(self, batch_size: int = 512) -> Overview:
         """Models, corpus and whole-corpus SAE quality (computed once, then cached)."""
         if self._overview is None:
@@ -199,6 +207,8 @@ class Explorer:
     # inspect.py, quality.py: one input
     inspect = inspect_job.inspect
     level_metrics = quality.level_metrics
+    # heatmaps.py: where in the image
+    heatmaps = heatmaps_job.heatmaps
     # examples.py, thumbnails.py: corpus items shown
     top_items = examples.top_items
     latent_activations = examples.latent_activations
@@ -208,6 +218,10 @@ class Explorer:
     # latent_page.py: one latent
     latent_page = latent_page_job.latent_page
     similar_latents = latent_page_job.similar_latents
+    # hierarchy.py: Matryoshka parents and children; compare.py: a second SAE
+    family_table = hierarchy_job.family_table
+    descendant_tree = hierarchy_job.descendant_tree
+    compare_sae = compare_job.compare_sae
     # steer.py: edits, steering, sweeps
     top_latents = steer_job.top_latents
     slider_max = steer_job.slider_max

@@ -99,9 +99,18 @@ def relative_edit(explorer: Explorer, latent: int | float | str, op: str, streng
     (1 = as strong as its strongest corpus example); ``scale`` is a plain factor."""
     latent_id = queries.resolve_latent(explorer, latent)
     edit = steering.check_edit(Edit(latent_id, op, strength), explorer.n_latents)
-    if edit.op == "set":
-        edit = edit._replace(value=float(edit.value * corpus_max(explorer, latent_id)))
-    return edit
+    if edit.op != "set":
+        return edit
+    unit = corpus_max(explorer, latent_id)
+    limit = steering.MAX_ABS_VALUE / unit  # what decoding allows, in the strength's units
+    if abs(edit.value) > limit:
+        raise ValueError(
+            f"the strength {edit.value:g} for latent {latent_id} is too large: set strengths "
+            f"are in units of its largest corpus activation ({unit:.4g}), so allowed is "
+            f"-{limit:.4g} to {limit:.4g}"
+        )
+    scaled = math.copysign(min(abs(edit.value * unit), steering.MAX_ABS_VALUE), edit.value)
+    return edit._replace(value=scaled)  # (min: float rounding at the limit itself)
 
 
 def corpus_max(explorer: Explorer, latent_id: int) -> float:

@@ -3,9 +3,12 @@ thumbnails of a latent's strongest images."""
 
 from __future__ import annotations
 
+import atexit
 import io
+import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -16,8 +19,16 @@ from sae_explorer.explorer import examples
 
 if TYPE_CHECKING:
     from sae_explorer.explorer.state import Explorer
+    from sae_explorer.index import ActivationIndex
+
+log = logging.getLogger(__name__)
 
 THUMB_PX = 96
+"""Thumbnail size of every grid but the latent page's top images."""
+TOP_THUMB_PX = 128
+"""Thumbnail size of a latent page's max-activating images."""
+THUMB_SIZES = (THUMB_PX, TOP_THUMB_PX)
+"""Every thumbnail size a page shows (what a published index ships for each image)."""
 
 
 class CaptionedImage(NamedTuple):
@@ -53,6 +64,23 @@ def thumbs_dpath_for(index_dpath: Path) -> Path:
     return root / index_dpath.name
 
 
+def usable_thumbs_dpath(index_dpath: Path) -> Path:
+    """The thumbnail folder of an index (:func:`thumbs_dpath_for`, pruned), or a temporary
+    one, removed at exit, when the cache cannot be written (a read-only or full cache)."""
+    dpath = thumbs_dpath_for(index_dpath)
+    try:
+        prune_thumb_folders(dpath)
+        probe = dpath / f".write-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return dpath
+    except OSError as e:
+        tmp_dpath = Path(tempfile.mkdtemp(prefix="sae-explorer-thumbs-"))
+        atexit.register(shutil.rmtree, tmp_dpath, ignore_errors=True)
+        log.warning("cannot write thumbnails to %s (%s); using %s", dpath, e, tmp_dpath)
+        return tmp_dpath
+
+
 def prune_thumb_folders(thumbs_dpath: Path, keep: int = MAX_THUMB_FOLDERS) -> list[Path]:
     """Mark ``thumbs_dpath`` as used and remove all but the ``keep`` most recently used
     thumbnail folders beside it; returns the removed ones."""
@@ -80,13 +108,26 @@ def thumbnail_fpath(explorer: Explorer, item: int, px: int = THUMB_PX) -> Path:
 
     Galleries get file paths rather than images: the web app then serves the same small
     file every time instead of encoding an image per request."""
-    fpath = explorer.thumbs_dpath / str(px) / f"{item}.webp"
+    fpath = thumb_fpath(explorer.thumbs_dpath, item, px)
     if not fpath.exists():
-        fpath.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        thumbnail(explorer, item, px).save(buf, format="WEBP", quality=90)
-        atomic_write_bytes(fpath, buf.getvalue())
+        write_thumbnail(explorer.index, item, px, fpath)
     return fpath
+
+
+def thumb_fpath(thumbs_dpath: Path, item: int, px: int) -> Path:
+    """Where the ``px`` thumbnail of index row ``item`` lives in a thumbnail folder."""
+    return Path(thumbs_dpath) / str(px) / f"{item}.webp"
+
+
+def write_thumbnail(index: ActivationIndex, item: int, px: int, fpath: Path) -> None:
+    """Write the WebP thumbnail of index row ``item`` (read from its stored source) to
+    ``fpath``, atomically."""
+    image = index.load_image(item).convert("RGB")
+    image.thumbnail((px, px))
+    buf = io.BytesIO()
+    image.save(buf, format="WEBP", quality=90)
+    fpath.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(fpath, buf.getvalue())
 
 
 def latent_thumbs(explorer: Explorer, latent_id: int, n: int) -> list[Thumb]:

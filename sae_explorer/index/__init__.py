@@ -1,6 +1,7 @@
 """The activation index: what one pass of a corpus through CLIP and an SAE leaves on disk.
 
-An index folder holds, besides ``manifest.json`` (schema, counts, hashes, file sizes, timings):
+An index folder holds, besides ``manifest.json`` (schema, counts, hashes, timings, and each
+file's size, SHA-256 and modification time, see :mod:`.files`):
 
 - ``items.parquet``: one row per indexed item (id, modality, source, label, ground truth);
 - ``embeddings.npy``: raw CLIP embeddings, fp16 ``[n_items, d]``, for neighbour search;
@@ -35,9 +36,11 @@ from sae_explorer.index.files import (
     SCHEMA,
     CorruptIndexError,
     IndexCounts,
+    file_records,
     index_file_names,
     index_files,
     read_manifest,
+    verify_files,
     write_latent_arrays,
 )
 from sae_explorer.index.reader import ActivationIndex, Histogram, ItemCodes, LatentSummary
@@ -76,6 +79,7 @@ __all__ = [
     "NpyAppender",
     "SparseCodes",
     "active_entries",
+    "file_records",
     "hist_bin_edges",
     "index_file_names",
     "index_files",
@@ -83,5 +87,6 @@ __all__ = [
     "median_levels",
     "read_manifest",
     "top_codes",
+    "verify_files",
     "write_latent_arrays",
 ]

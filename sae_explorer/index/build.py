@@ -28,14 +28,14 @@ import torch
 
 from sae_explorer.corpus import MODALITIES
 from sae_explorer.index.accumulator import LatentAccumulator
-from sae_explorer.index.cache import clear_index_dpath
+from sae_explorer.index.cache import clear_index_dpath, is_full_disk
 from sae_explorer.index.checkpoint import BuildFiles, Checkpoint, load_checkpoint, save_checkpoint
 from sae_explorer.index.files import (
     PROGRESS_NAME,
     SCHEMA,
     STATE_NAME,
     IndexCounts,
-    index_files,
+    file_records,
     write_latent_arrays,
     write_manifest,
 )
@@ -177,7 +177,9 @@ class IndexBuilder:
     def _start(self) -> BuildStart:
         try:
             resumed = self._resume()
-        except (ValueError, KeyError, TypeError, OSError, AssertionError) as e:
+        except (ValueError, KeyError, TypeError, AssertionError, OSError) as e:
+            if is_full_disk(e):  # no reason to start over: that needs more space still
+                raise
             log.warning("cannot resume %s (%s); starting over", self.dpath, e)
             resumed = None
         return resumed or self._start_over()
@@ -373,7 +375,7 @@ class IndexBuilder:
             "counts": counts._asdict(),
             "skipped": skipped[:N_SKIPPED_LISTED],
             "timings": timings,
-            "files": index_files(self.dpath),
+            **file_records(self.dpath),
         }
 
 

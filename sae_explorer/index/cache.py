@@ -4,11 +4,16 @@ An index lives in ``<cache_root>/index/<key[:20]>``, the key a hash of everythin
 its contents (:func:`cache_key`). One build per folder at a time (:func:`build_lock`); a folder is
 cleared only while its lock is held, and only if everything in it belongs to an index
 (:func:`clear_index_dpath`): a folder passed by mistake is refused, never wiped.
+
+A cache that cannot be written is no reason to fail when it already holds the index: a read-only
+cache serves a finished index without its lock (:func:`read_finished`). A full disk during a build
+removes the unfinished files and raises :class:`CacheError` saying so (:func:`cleared_when_full`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -25,8 +30,10 @@ from sae_explorer.index.files import (
     SCHEMA,
     STATE_NAME,
     CorruptIndexError,
+    check_files,
     index_file_names,
-    read_manifest,
+    parse_manifest,
+    write_manifest,
 )
 from sae_explorer.index.reader import ActivationIndex
 
@@ -35,6 +42,28 @@ if TYPE_CHECKING:
     from sae_explorer.progress import Progress
 
 log = logging.getLogger(__name__)
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+"""errno values of a full disk (or quota)."""
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+"""errno values of a folder this process may not write."""
+
+
+class LockUnavailable(OSError):
+    """The build lock cannot be taken: its folder may not be written (a read-only cache)."""
+
+
+class CacheError(OSError):
+    """The cache cannot hold an index: its disk is full, or it is read-only and does not hold
+    a finished index for these inputs. The message says which, and what to do."""
+
+
+def is_full_disk(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in NO_SPACE
+
+
+def is_read_only(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in READ_ONLY
 
 
 def cache_key(
@@ -73,6 +102,7 @@ def build_lock(dpath: Path, progress: Progress | None = None) -> Iterator[None]:
     A second process that asks for the same index waits here, then finds it finished instead
     of writing into the same folder. POSIX ``flock``; no lock where that does not exist.
     Everything that writes or clears the folder happens inside this block.
+    :class:`LockUnavailable` when the lock file cannot be created (a read-only cache).
     """
     held = Path(dpath).absolute()
     with _flock(Path(dpath), progress):
@@ -90,8 +120,15 @@ def _flock(dpath: Path, progress: Progress | None) -> Iterator[None]:
     except ImportError:  # Windows
         yield
         return
-    dpath.parent.mkdir(parents=True, exist_ok=True)
-    with open(dpath.parent / f".{dpath.name}.lock", "a") as f:
+    lock_fpath = dpath.parent / f".{dpath.name}.lock"
+    try:
+        dpath.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_fpath, "a")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        if not is_read_only(e):
+            raise
+        raise LockUnavailable(e.errno, f"cannot create the build lock {lock_fpath}") from e
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,17 +144,84 @@ def _flock(dpath: Path, progress: Progress | None) -> Iterator[None]:
 
 def reuse_index(dpath: Path, key: str) -> ActivationIndex | None:
     """The finished index in ``dpath`` if it is sound and for ``key``; otherwise clear it.
-    Call it holding :func:`build_lock`."""
+    Call it holding :func:`build_lock`. Files re-hashed because their modification time changed
+    (a copied cache) and found intact get their new times in the manifest, so the next open
+    does not hash them again."""
     if not (dpath / MANIFEST_NAME).exists():
         return None
     try:
-        if read_manifest(dpath).get("key") != key:
-            raise CorruptIndexError(f"{dpath} holds an index for another key")
-        return ActivationIndex.load(dpath)
+        index, hashed = open_finished(dpath, key)
     except CorruptIndexError as e:
         log.warning("rebuilding the index at %s: %s", dpath, e)
         clear_index_dpath(dpath)
         return None
+    if hashed:
+        manifest = dict(index.manifest, mtime_ns=hashed)
+        with contextlib.suppress(OSError):  # only a speed-up: a read-only folder hashes again
+            write_manifest(dpath, manifest)
+            index.manifest = manifest
+    return index
+
+
+def open_finished(dpath: Path, key: str) -> tuple[ActivationIndex, dict[str, int] | None]:
+    """The finished index in ``dpath`` for ``key``, its files, values and items table checked,
+    and the files' modification times when some had to be re-hashed (else None);
+    ``CorruptIndexError`` saying what is wrong otherwise."""
+    manifest = parse_manifest(dpath)
+    if manifest.get("key") != key:
+        raise CorruptIndexError(f"{dpath} holds an index for another key")
+    check = check_files(dpath, manifest)
+    index = ActivationIndex(dpath, manifest)
+    index.items  # noqa: B018 (read now: an unreadable table means rebuild, not a failed start)
+    index.input_stats  # noqa: B018
+    return index, (check.mtime_ns if check.hashed else None)
+
+
+def read_finished(dpath: Path, key: str, reason: OSError) -> ActivationIndex:
+    """The finished index of a cache this process cannot write (``reason``: why the lock could
+    not be taken), read without the lock; ``CacheError`` when there is none to read."""
+    try:
+        return open_finished(dpath, key)[0]
+    except (CorruptIndexError, OSError) as e:
+        raise CacheError(
+            f"the index folder {dpath} cannot be written ({reason.strerror or reason}) and holds "
+            f"no finished index for this setup ({e}); point the cache (--cache-dir, "
+            "SAE_EXPLORER_CACHE_DIR) at a writable folder"
+        ) from e
+
+
+@contextlib.contextmanager
+def held_for_building(dpath: Path, progress: Progress | None) -> Iterator[LockUnavailable | None]:
+    """:func:`build_lock` and :func:`cleared_when_full` around a build of ``dpath``; yields
+    None holding them, or, holding nothing, why the lock cannot be taken (a read-only cache:
+    then only :func:`read_finished` may look at the folder)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(build_lock(dpath, progress))
+        except LockUnavailable as e:
+            log.warning("%s; reading the finished index there without the lock", e)
+            yield e
+            return
+        stack.enter_context(cleared_when_full(dpath))
+        yield None
+
+
+@contextlib.contextmanager
+def cleared_when_full(dpath: Path) -> Iterator[None]:
+    """Run a build; if the disk fills up, remove what it wrote to ``dpath`` (under the build
+    lock) and raise :class:`CacheError`: no unfinished files are left to fill the disk."""
+    try:
+        yield
+    except OSError as e:
+        if not is_full_disk(e) or isinstance(e, CacheError):
+            raise
+        if dpath.exists():
+            clear_index_dpath(dpath)
+        raise CacheError(
+            f"the disk holding the index folder {dpath} is full ({e.strerror or e}); the "
+            "unfinished index was removed. Free some space, or point the cache (--cache-dir, "
+            "SAE_EXPLORER_CACHE_DIR) at another disk"
+        ) from e
 
 
 def clear_index_dpath(dpath: Path, keep: bool = False) -> None:

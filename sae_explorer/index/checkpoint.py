@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import NamedTuple
+from zipfile import BadZipFile
 
 import numpy as np
 
@@ -91,17 +92,25 @@ def save_checkpoint(
 
 
 def load_checkpoint(dpath: Path, key: str, chunk_size: int) -> Saved | None:
-    """The last checkpoint in ``dpath``, None if there is none. Raises ``ValueError``,
-    ``KeyError``, ``TypeError``, ``OSError`` or ``AssertionError`` if it cannot be read or
-    was written for another key or chunk size."""
+    """The last checkpoint in ``dpath``, None if there is none. ``ValueError`` saying why when
+    it cannot be used: unreadable or damaged (a truncated ``state.npz``, a ``progress.json``
+    that is not a checkpoint), or written for another key or chunk size."""
     progress_fpath = dpath / PROGRESS_NAME
     if not progress_fpath.is_file():
         return None
-    checkpoint = Checkpoint(**json.loads(progress_fpath.read_text()))
+    try:
+        checkpoint = Checkpoint(**json.loads(progress_fpath.read_text()))
+        with np.load(dpath / STATE_NAME, allow_pickle=False) as arrays:
+            acc = LatentAccumulator.from_state(dict(arrays))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, AssertionError, BadZipFile) as e:
+        raise ValueError(f"its {PROGRESS_NAME} or {STATE_NAME} cannot be read: {e!r}") from e
     if checkpoint.key != key or checkpoint.chunk_size != chunk_size:
         raise ValueError("written with other settings")
-    with np.load(dpath / STATE_NAME, allow_pickle=False) as arrays:
-        acc = LatentAccumulator.from_state(dict(arrays))
-    if acc.n_items != checkpoint.n_ok or checkpoint.rows["embeddings"] != acc.n_items:
+    rows = checkpoint.rows
+    if (
+        not isinstance(rows, dict)
+        or acc.n_items != checkpoint.n_ok
+        or rows.get("embeddings") != acc.n_items
+    ):
         raise ValueError("accumulator and progress disagree")
     return Saved(checkpoint, acc)

@@ -1,14 +1,19 @@
 """The files of an index folder: their names, the manifest that lists them, and its check.
 
 A folder is a finished index once ``manifest.json`` is there: it is written last and lists every
-file with its size, so an unfinished, damaged or other-schema folder is told apart by reading it
-(:func:`read_manifest`). The build's own files (``progress.json``, ``state.npz``, the build-only
-columns) exist only while a build is unfinished.
+file with its size, its SHA-256 and its modification time, so an unfinished, damaged or
+other-schema folder is told apart by reading it (:func:`read_manifest`). Sizes are checked at every
+open; a file's checksum is computed only when its size or modification time differs from the
+manifest's (an open stays fast, a file written since the build is caught), and for every file by
+:func:`verify_files` (``python -m sae_explorer verify INDEX_DIR``). The build's own files
+(``progress.json``, ``state.npz``, the build-only columns) exist only while a build is unfinished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -86,8 +91,54 @@ def index_files(dpath: Path) -> dict[str, int]:
     return {name: (dpath / name).stat().st_size for name in names}
 
 
+CHECKSUM = "sha256"
+"""The manifest's checksum of every file (``manifest["sha256"]``); ``sha256sum`` checks it too.
+(1.5 GB/s on the 2-core dev box, 2.7x blake2b there.)"""
+
+
+def file_checksum(fpath: Path) -> str:
+    """The SHA-256 of a file, read in blocks (never whole into memory)."""
+    with open(fpath, "rb") as f:
+        return hashlib.file_digest(f, CHECKSUM).hexdigest()
+
+
+def file_records(dpath: Path) -> dict[str, dict]:
+    """The manifest's record of an index's files: ``files`` (sizes), ``sha256`` and
+    ``mtime_ns`` (when each was last written, so an open re-hashes only files written since)."""
+    dpath = Path(dpath)
+    sizes = index_files(dpath)
+    return {
+        "files": sizes,
+        CHECKSUM: {name: file_checksum(dpath / name) for name in sizes},
+        "mtime_ns": {name: (dpath / name).stat().st_mtime_ns for name in sizes},
+    }
+
+
+class FileCheck(NamedTuple):
+    """What :func:`check_files` read: the files it hashed and the modification times they have
+    now (all matched the manifest)."""
+
+    hashed: list[str]
+    mtime_ns: dict[str, int]
+
+
 def read_manifest(dpath: Path) -> dict:
-    """The manifest of a finished index; ``CorruptIndexError`` saying what is wrong otherwise."""
+    """The manifest of a finished index whose files check out (:func:`check_files`);
+    ``CorruptIndexError`` saying what is wrong otherwise."""
+    manifest = parse_manifest(dpath)
+    check_files(dpath, manifest)
+    return manifest
+
+
+def verify_files(dpath: Path) -> FileCheck:
+    """Check every file of an index against its manifest, checksums included, whatever the
+    files' modification times (the ``verify`` command); ``CorruptIndexError`` otherwise."""
+    manifest = parse_manifest(dpath)
+    return check_files(dpath, manifest, names=manifest["files"])
+
+
+def parse_manifest(dpath: Path) -> dict:
+    """The manifest as written, its form checked but not the files it lists."""
     fpath = Path(dpath) / MANIFEST_NAME
     if not fpath.is_file():
         raise CorruptIndexError(f"{dpath} has no {MANIFEST_NAME} (not an index, or unfinished)")
@@ -101,15 +152,39 @@ def read_manifest(dpath: Path) -> dict:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise CorruptIndexError(f"{fpath} lists no files")
-    for name, size in files.items():
-        fpath_i = Path(dpath) / name
-        if not fpath_i.is_file():
-            raise CorruptIndexError(f"index file {name} is missing from {dpath}")
-        if fpath_i.stat().st_size != size:
-            raise CorruptIndexError(
-                f"index file {name} has {fpath_i.stat().st_size} bytes, the manifest says {size}"
-            )
+    if not isinstance(manifest.get(CHECKSUM), dict) or set(manifest[CHECKSUM]) != set(files):
+        raise CorruptIndexError(
+            f"{fpath} has no {CHECKSUM} of every file (built by an older version); rebuild it"
+        )
     return manifest
+
+
+def check_files(dpath: Path, manifest: dict, names: Iterable[str] | None = None) -> FileCheck:
+    """Check each file the manifest lists: present, of its size, and of its checksum when its
+    modification time is not the manifest's (``names``: hash these whatever their time).
+    ``CorruptIndexError`` naming the first file that differs."""
+    dpath = Path(dpath)
+    always = set(names or ())
+    recorded_mtime = manifest.get("mtime_ns") or {}
+    check = FileCheck([], {})
+    for name, size in manifest["files"].items():
+        fpath = dpath / name
+        if not fpath.is_file():
+            raise CorruptIndexError(f"index file {name} is missing from {dpath}")
+        stat = fpath.stat()
+        if stat.st_size != size:
+            raise CorruptIndexError(
+                f"index file {name} has {stat.st_size} bytes, the manifest says {size}"
+            )
+        check.mtime_ns[name] = stat.st_mtime_ns
+        if name in always or recorded_mtime.get(name) != stat.st_mtime_ns:
+            if file_checksum(fpath) != manifest[CHECKSUM][name]:
+                raise CorruptIndexError(
+                    f"index file {name} in {dpath} is damaged: its {CHECKSUM} is not the "
+                    "manifest's (changed since the index was built)"
+                )
+            check.hashed.append(name)
+    return check
 
 
 def write_manifest(dpath: Path, manifest: dict) -> None:

@@ -65,8 +65,11 @@ def vocabulary_embeddings(
         except (OSError, ValueError) as e:
             log.warning("ignoring the unreadable vocabulary cache %s: %s", vocab_fpath, e)
     embeddings_vd = naming.embed_words(encoder, words, progress=progress)
-    vocab_fpath.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(vocab_fpath, embeddings_vd.numpy())
+    try:
+        vocab_fpath.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(vocab_fpath, embeddings_vd.numpy())
+    except OSError as e:  # a full or read-only cache: only the next run pays for it
+        log.warning("could not cache the vocabulary embeddings at %s: %s", vocab_fpath, e)
     return embeddings_vd
 
 
@@ -83,7 +86,8 @@ def ensure_names(
     has them for this vocabulary (names stored before scores existed are scored and kept).
 
     Words are texts: they go through the SAE as the index's texts did (with text statistics
-    for an image-trained SAE).
+    for an image-trained SAE). Damaged names count as none (they are computed again); names
+    that cannot be saved (a full or read-only cache) are kept for this run.
     """
     if not cfg.names:
         return
@@ -110,8 +114,13 @@ def ensure_names(
         index, embeddings_vd.numpy(), names.word_ids_ln, lambda f, m: report(0.97 + 0.02 * f, m)
     )
     names = names.with_scores(scores)
-    names.save(index.dpath)
-    index.__dict__.pop("names", None)  # drop the cached (older) names
+    try:
+        names.save(index.dpath)
+    except OSError as e:  # a full or read-only cache: the names serve this run only
+        log.warning(
+            "could not save the latent names in %s (%s); naming again next run", index.dpath, e
+        )
+    index.__dict__["names"] = names  # replaces the cached (older or damaged) names
     timings = dict(index.manifest.get("timings", {}), naming_s=round(time.perf_counter() - t0, 3))
     index.manifest["timings"] = timings
     n_named = int(names.named_l.sum())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
 
     from sae_explorer.modality_stats import ModalityStats
     from sae_explorer.naming import LatentNames
+
+
+log = logging.getLogger(__name__)
 
 
 class Histogram(NamedTuple):
@@ -67,6 +72,7 @@ class ActivationIndex:
                 raise CorruptIndexError(
                     f"{name}.npy has {len(array)} rows, expected {self.n_latents}"
                 )
+        check_values(arrays, self.codes_indptr, len(self.codes_ids), self.n_items)
         self._count_l = arrays["latent_count"]
         self._count_image_l = arrays["latent_count_image"]
         self._sum_l = arrays["latent_sum"]
@@ -139,7 +145,16 @@ class ActivationIndex:
         import pyarrow.parquet as pq
 
         # One chunk per column: row lookups (iloc) on chunked Arrow strings cost O(chunks).
-        return pq.read_table(self.dpath / ITEMS_NAME).combine_chunks().to_pandas()
+        try:
+            items = pq.read_table(self.dpath / ITEMS_NAME).combine_chunks().to_pandas()
+        except Exception as e:  # pyarrow raises its own kinds for a damaged file
+            raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.dpath}: {e}") from e
+        if len(items) != self.n_items or not {"item_id", "modality", "source"} <= set(items):
+            raise CorruptIndexError(
+                f"{ITEMS_NAME} in {self.dpath} has {len(items)} rows and columns "
+                f"{list(items.columns)}; expected {self.n_items} rows of items"
+            )
+        return items
 
     @cached_property
     def _is_image(self) -> np.ndarray:
@@ -210,10 +225,24 @@ class ActivationIndex:
         if not 0 <= item_idx < self.n_items:
             raise ValueError(f"item_idx must be in [0, {self.n_items}), got {item_idx}")
         lo, hi = int(self.codes_indptr[item_idx]), int(self.codes_indptr[item_idx + 1])
-        return ItemCodes(
-            np.asarray(self.codes_ids[lo:hi]),
-            np.asarray(self.codes_values[lo:hi], dtype=np.float32),
-        )
+        ids = np.asarray(self.codes_ids[lo:hi])
+        if ids.size and (ids.min() < 0 or ids.max() >= self.n_latents):
+            raise CorruptIndexError(
+                f"{CODES_NAMES[1]} in {self.dpath} holds latent ids outside [0, "
+                f"{self.n_latents}) for item {item_idx}; the index is damaged (rebuild it)"
+            )
+        return ItemCodes(ids, np.asarray(self.codes_values[lo:hi], dtype=np.float32))
+
+    def check_codes(self, block: int = 1 << 24) -> None:
+        """Every stored code's latent id in range (a full pass over ``codes_ids``, in blocks;
+        an item's own codes are checked whenever they are read)."""
+        for lo in range(0, len(self.codes_ids), block):
+            ids = np.asarray(self.codes_ids[lo : lo + block])
+            if ids.min() < 0 or ids.max() >= self.n_latents:
+                raise CorruptIndexError(
+                    f"{CODES_NAMES[1]} in {self.dpath} holds latent ids outside "
+                    f"[0, {self.n_latents}); the index is damaged (rebuild it)"
+                )
 
     def nearest(
         self, x_d: np.ndarray | torch.Tensor, k: int = 10, modality: str | None = None
@@ -246,19 +275,60 @@ class ActivationIndex:
 
         try:
             return ModalityStats.load(self.dpath)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise CorruptIndexError(f"cannot read {INPUT_STATS_NAME} in {self.dpath}: {e}") from e
 
     # ------------------------------------------------------------------ names
     @cached_property
     def names(self) -> LatentNames | None:
-        """Vocabulary names of the latents (top 5 each), or None if none were computed."""
+        """Vocabulary names of the latents (top 5 each), or None if none were computed or
+        they are damaged (logged; a precompute names the latents again)."""
         from sae_explorer.naming import LatentNames
 
-        return LatentNames.load(self.dpath) if LatentNames.exists(self.dpath) else None
+        if not LatentNames.exists(self.dpath):
+            return None
+        try:
+            names = LatentNames.load(self.dpath)
+        except ValueError as e:
+            log.warning("ignoring damaged latent names: %s", e)
+            return None
+        if names.n_latents != self.n_latents:
+            log.warning("ignoring latent names of %d latents in %s", names.n_latents, self.dpath)
+            return None
+        return names
 
     def _check_latent(self, latent_id: int) -> int:
         i = int(latent_id)
         if not 0 <= i < self.n_latents:
             raise ValueError(f"latent_id must be in [0, {self.n_latents}), got {latent_id}")
         return i
+
+
+def check_values(
+    arrays: dict[str, np.ndarray], indptr: np.ndarray, n_codes: int, n_items: int
+) -> None:
+    """Cheap checks of what the index serves, O(latents + items): ``CorruptIndexError`` for
+    item rows out of range, NaN or negative maxima and counts, codes pointers that do not add
+    up (a damaged file the checksums did not get to see, or a broken build). Per-code latent
+    ids are checked when an item's codes are read."""
+
+    def bad(name: str, why: str) -> CorruptIndexError:
+        return CorruptIndexError(f"{name}.npy {why}; the index is damaged")
+
+    for name in ("latent_top_idx", "latent_sample_idx"):
+        idx = np.asarray(arrays[name])
+        if idx.size and (idx.min() < -1 or idx.max() >= n_items):
+            raise bad(name, f"holds item rows outside [-1, {n_items})")
+        val = np.asarray(arrays[name.replace("_idx", "_val")])
+        if not np.isfinite(val[idx >= 0]).all():
+            raise bad(name.replace("_idx", "_val"), "holds values that are not finite")
+    max_l, count_l = np.asarray(arrays["latent_max"]), np.asarray(arrays["latent_count"])
+    if not (np.isfinite(max_l).all() and (max_l >= 0).all()):
+        raise bad("latent_max", "holds NaN, infinite or negative maxima")
+    if count_l.size and (count_l.min() < 0 or count_l.max() > n_items):
+        raise bad("latent_count", f"holds counts outside [0, {n_items}]")
+    if not np.isfinite(np.asarray(arrays["latent_sum"])).all():
+        raise bad("latent_sum", "holds sums that are not finite")
+    pointers = np.asarray(indptr)
+    if pointers[0] != 0 or pointers[-1] != n_codes or (np.diff(pointers) < 0).any():
+        raise bad(CODES_NAMES[0].removesuffix(".npy"), f"does not run from 0 up to {n_codes}")

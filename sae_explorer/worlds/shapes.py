@@ -154,8 +154,19 @@ def _cross_points(cx: float, cy: float, r: float, angle: float) -> list[tuple[fl
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in local]
 
 
-def render(attributes: dict[str, str], rng: np.random.Generator, image_size: int) -> Image.Image:
-    """Draw one item: random position (fully inside), small rotation, slight colour jitter."""
+class Layout(NamedTuple):
+    """Where and how one item's shape is drawn, in supersampled pixels."""
+
+    background: tuple[int, ...]
+    fill: tuple[int, ...]
+    r: float  # circumradius
+    cx: float
+    cy: float
+    angle: float  # radians
+
+
+def layout(attributes: dict[str, str], rng: np.random.Generator, image_size: int) -> Layout:
+    """Random position (fully inside), small rotation, slight colour jitter."""
     big = image_size * _SUPERSAMPLE
     background = _jitter(_RGB[attributes["background"]], rng, 8)
     fill = _jitter(_RGB[attributes["color"]], rng, 14)
@@ -164,9 +175,30 @@ def render(attributes: dict[str, str], rng: np.random.Generator, image_size: int
     cx = float(rng.uniform(margin, big - margin))
     cy = float(rng.uniform(margin, big - margin))
     angle = float(rng.uniform(-0.3, 0.3))  # radians, about +-17 degrees
-    canvas = Image.new("RGB", (big, big), background)
-    draw = ImageDraw.Draw(canvas)
-    shape = attributes["shape"]
+    return Layout(background, fill, r, cx, cy, angle)
+
+
+def render(attributes: dict[str, str], rng: np.random.Generator, image_size: int) -> Image.Image:
+    """Draw one item (its :func:`layout` drawn from ``rng``)."""
+    at = layout(attributes, rng, image_size)
+    canvas = Image.new("RGB", (image_size * _SUPERSAMPLE,) * 2, at.background)
+    _draw_shape(ImageDraw.Draw(canvas), attributes["shape"], at, at.fill)
+    return canvas.reduce(_SUPERSAMPLE)
+
+
+def shape_mask(index: int, seed: int = 0, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """bool ``[image_size, image_size]``: where item ``index`` of ``seed`` has its shape (pixels
+    at least half covered), drawn from the same random draws as :func:`make_item`."""
+    rng = np.random.default_rng([seed, index])
+    attributes = sample_attributes(rng)
+    at = layout(attributes, rng, image_size)
+    canvas = Image.new("L", (image_size * _SUPERSAMPLE,) * 2, 0)
+    _draw_shape(ImageDraw.Draw(canvas), attributes["shape"], at, 255)
+    return np.asarray(canvas.reduce(_SUPERSAMPLE)) >= 128
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, at: Layout, fill) -> None:
+    cx, cy, r, angle = at.cx, at.cy, at.r, at.angle
     if shape == "circle":
         rc = 0.85 * r  # equal-ish visual area with the square
         draw.ellipse((cx - rc, cy - rc, cx + rc, cy + rc), fill=fill)
@@ -180,7 +212,21 @@ def render(attributes: dict[str, str], rng: np.random.Generator, image_size: int
         draw.polygon(_star_points(cx, cy, 1.1 * r, angle), fill=fill)
     else:
         raise AssertionError(f"unhandled shape {shape!r}")
-    return canvas.reduce(_SUPERSAMPLE)
+
+
+def prompt_templates(attribute: str) -> list[str]:
+    """Zero-shot templates for one attribute (``label`` is the shape, the corpus's label): every
+    world caption with ``{}`` in that attribute's slot, the other attributes enumerated, so that
+    a class's prompts are exactly the captions holding it. Empty for an unknown attribute."""
+    attribute = "shape" if attribute == "label" else attribute
+    if attribute not in ATTRIBUTES:
+        return []
+    others = [name for name in ATTRIBUTES if name != attribute]
+    templates = []
+    for values in itertools.product(*(ATTRIBUTES[name] for name in others)):
+        slots = dict(zip(others, values), **{attribute: "{}"})
+        templates.append(caption(slots))
+    return templates
 
 
 def vocabulary() -> list[str]:

@@ -167,3 +167,32 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, prefix: str = ""
     """The config whose fields were parsed by :func:`add_dataclass_args` with the same prefix."""
     values: dict[str, Any] = {f.name: getattr(args, _dest(prefix, f.name)) for f in fields(cls)}
     return cls(**values)
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    """What the commands that read a corpus through a CLIP and an SAE take (``precompute``,
+    ``evaluate``): ``--clip``, ``--pretrained``, ``--sae``, ``--corpus`` (repeatable),
+    ``--max-items``, ``--cache-dir`` and ``--device``."""
+    from sae_explorer.corpus import default_cache_dpath
+
+    parser.add_argument(
+        "--clip",
+        required=True,
+        help="CLIP model: builtin:shapes, ViT-B-32, hf-hub:org/repo, local-dir:/path",
+    )
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        help="open_clip pretrained tag or weights file (none: random init)",
+    )
+    parser.add_argument(
+        "--sae", required=True, help="SAE: builtin:shapes, a folder, a file or a hub id"
+    )
+    parser.add_argument(
+        "--corpus", required=True, action="append", help="corpus source; repeat to combine several"
+    )
+    parser.add_argument("--max-items", type=int, default=None, help="cap per corpus source")
+    parser.add_argument(
+        "--cache-dir", default=None, help=f"cache root (default {default_cache_dpath()})"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")

@@ -10,6 +10,10 @@ modality, a source (file path or the text itself), an optional label and a stabl
 - a plain ``.txt`` file, one text per line;
 - ``builtin:shapes`` (``builtin:shapes?n=2000&seed=0``): the generated world, image and caption
   of every index, redrawn on demand from ``shapes.make_item``;
+- WebDataset ``.tar`` shards and Parquet files holding image bytes (what img2dataset writes):
+  a shard file, a folder of them, or a glob (``cc3m/*.tar``); options name Parquet columns
+  (``?image=jpg&text=txt``). A shard that cannot be listed is skipped and reported
+  (``Corpus.unreadable``); see :mod:`sae_explorer.packed_corpus`;
 - ``hf:org/dataset`` (``hf:org/dataset?split=test&config=x&image=img&text=caption``): a Hugging
   Face dataset, streamed up to ``max_items`` rows; its images are written once to a folder under
   the cache so the corpus can be reopened offline. A local dataset folder works the same way.
@@ -35,9 +39,10 @@ from urllib.parse import parse_qsl
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sae_explorer import builtin
+from sae_explorer import builtin, packed_corpus
 from sae_explorer.atomic import atomic_write_bytes, atomic_write_text
 from sae_explorer.images import to_rgb
+from sae_explorer.packed_corpus import UnreadableSource
 
 Modality = Literal["image", "text"]
 MODALITIES: tuple[str, ...] = ("image", "text")
@@ -79,6 +84,8 @@ class Corpus:
     """The source string(s) it came from, for display."""
     fingerprints: tuple[str, ...] = field(default=(), repr=False)
     """Per-source content fingerprints (file sizes and times, world versions) for the hash."""
+    unreadable: tuple[UnreadableSource, ...] = field(default=(), repr=False)
+    """Shard files of the sources that could not be listed (skipped)."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -126,7 +133,9 @@ def load_item_image(item: CorpusItem) -> Image.Image:
         options = _parse_options(item.source.partition("?")[2])
         return builtin.resolve(item.source).module().load_image(options)
     try:
-        with Image.open(item.source) as opened:
+        packed = packed_corpus.is_packed(item.source)
+        fp = packed_corpus.open_image_bytes(item.source) if packed else item.source
+        with Image.open(fp) as opened:
             opened.load()
             image = to_rgb(opened)
             return image.copy() if image is opened else image
@@ -161,7 +170,9 @@ def load_corpus(
             for item in part.items
         ]
         fingerprints = tuple(f for part in parts for f in part.fingerprints)
-        corpus = Corpus(items, SOURCE_SEPARATOR.join(part.source for part in parts), fingerprints)
+        unreadable = tuple(u for part in parts for u in part.unreadable)
+        name = SOURCE_SEPARATOR.join(part.source for part in parts)
+        corpus = Corpus(items, name, fingerprints, unreadable)
     if not corpus.items:
         raise ValueError(f"the corpus {corpus.source!r} is empty: it has no images or texts")
     return corpus
@@ -180,16 +191,25 @@ def _load_one(source: str, max_items: int | None, cache_dpath) -> Corpus:
         return _load_hf(source, max_items, cache_dpath)
     path_str, _, query = source.partition("?")
     path = Path(path_str).expanduser()
+    if "*" in path_str or "[" in path_str:  # a glob of shard files
+        parent = Path(path_str).expanduser().parent
+        return _load_packed(source, packed_corpus.shard_files(parent, path.name), query, max_items)
     if not path.exists():
         raise ValueError(
             f"corpus source {source!r} not found; give an image folder, a .csv/.tsv/.jsonl/"
             f".parquet/.txt file, 'builtin:shapes' or 'hf:org/dataset'"
         )
+    if path.is_dir() and packed_corpus.folder_is_packed(path):
+        return _load_packed(source, packed_corpus.shard_files(path, None), query, max_items)
     if path.is_dir():
         if query:
             raise ValueError(f"an image folder takes no options, got {query!r}")
         return _load_folder(path, max_items)
     suffix = path.suffix.lower()
+    if suffix == ".tar" or (
+        suffix == ".parquet" and _parquet_image_column(path, _parse_options(query))
+    ):
+        return _load_packed(source, [path], query, max_items)
     if suffix in TABLE_SUFFIXES or (suffix == ".txt" and (query or _looks_like_csv(path))):
         return _load_table(path, _parse_options(query), max_items)
     if suffix == ".txt":
@@ -198,6 +218,36 @@ def _load_one(source: str, max_items: int | None, cache_dpath) -> Corpus:
         f"unsupported corpus file {path.name!r}; allowed: an image folder, "
         f"{', '.join(TABLE_SUFFIXES)}, .txt (one text per line, or CSV with a header)"
     )
+
+
+def _parquet_image_column(fpath: Path, options: dict[str, str]) -> str | None:
+    try:
+        return packed_corpus.parquet_image_column(fpath, options.get("image"))
+    except (OSError, ValueError):  # unreadable: the table reader says why
+        return None
+
+
+def _load_packed(source: str, fpaths: list[Path], query: str, max_items: int | None) -> Corpus:
+    """WebDataset tar shards or Parquet files with image bytes (:mod:`.packed_corpus`)."""
+    options = _parse_options(query)
+    allowed = {"image", "text", "label", "id"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for shard files; allowed: {sorted(allowed)}")
+    if not fpaths:
+        raise ValueError(f"{source!r} names no .tar or .parquet shard files")
+    fpaths = [p.resolve() for p in fpaths]
+    listing = packed_corpus.list_shards(fpaths, options)
+    if not listing.items:
+        first = listing.unreadable[0].error if listing.unreadable else "they hold no items"
+        raise ValueError(
+            f"no images or texts in the {len(fpaths)} shard files of {source!r} "
+            f"({len(listing.unreadable)} unreadable; {first})"
+        )
+    items = [CorpusItem(*item) for item in listing.items]
+    items = [items[i] for i in spread_indices(len(items), max_items)]
+    name = str(fpaths[0]) if len(fpaths) == 1 else source
+    return Corpus(items, name, (_file_fingerprint(fpaths),), tuple(listing.unreadable))
 
 
 def _parse_options(query: str) -> dict[str, str]:

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
+from sae_explorer.cli import add_dataclass_args, add_source_args, dataclass_from_args, doc
 from sae_explorer.corpus import Corpus, CorpusItem, default_cache_dpath
 from sae_explorer.index import ActivationIndex, IndexCounts
 from sae_explorer.index.build import (
+    INDEX_ON,
     ChunkEmbeddings,
     IndexBuilder,
     InOrder,
@@ -117,6 +118,13 @@ class PrecomputeConfig:
     sae_workers: int = field(
         default=2, metadata=doc("threads running SAE batches side by side, merged in order")
     )
+    index_on: str = field(
+        default="auto",
+        metadata=doc(
+            "where the top-k codes and per-latent statistics are computed: device (torch, where "
+            "the SAE runs), host (numpy), auto (device on an accelerator, host on a CPU)"
+        ),
+    )
     n_workers: int = field(
         default=8,
         metadata=doc("processes decoding images ahead of CLIP, at most one per core (0: none)"),
@@ -140,6 +148,8 @@ class PrecomputeConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_workers < 0 or self.n_words < 0:
             raise ValueError("n_workers and n_words must be >= 0")
+        if self.index_on not in INDEX_ON:
+            raise ValueError(f"index_on must be one of {INDEX_ON}, got {self.index_on!r}")
 
 
 class KeyedPlan(NamedTuple):
@@ -178,7 +188,7 @@ def precompute(
     (``CacheError`` when it has none); a full disk removes the unfinished index and raises
     ``CacheError``.
     """
-    _check_inputs(encoder, sae, corpus)
+    check_inputs(encoder, sae, corpus)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dpath()
     key, plan = corpus_key(encoder, sae, corpus, cfg)
     dpath = index_dpath(cache_root, key)
@@ -193,7 +203,7 @@ def precompute(
         if index is not None:
             report(1.0, f"index found: {index.n_items} items")
         else:
-            stats = _corpus_stats_source(encoder, sae, corpus, cfg, plan, cache_root, report)
+            stats = corpus_stats_source(encoder, sae, corpus, cfg, plan, cache_root, report)
             _build_from_corpus(
                 encoder, sae, corpus, dpath, key, cfg, report, stop_after_chunks, stats
             )
@@ -248,7 +258,7 @@ def index_embeddings(
 
 
 # --------------------------------------------------------------------------- the steps
-def _check_inputs(encoder: ClipEncoder, sae: SAE, corpus: Corpus) -> None:
+def check_inputs(encoder: ClipEncoder, sae: SAE, corpus: Corpus) -> None:
     if len(corpus) == 0:
         raise ValueError("the corpus is empty: nothing to precompute")
     encoder.check_sae(sae)
@@ -266,7 +276,7 @@ def _check_inputs(encoder: ClipEncoder, sae: SAE, corpus: Corpus) -> None:
         raise ValueError(f"unknown item modalities {bad}; allowed: image, text")
 
 
-def _corpus_stats_source(
+def corpus_stats_source(
     encoder, sae, corpus, cfg: PrecomputeConfig, plan: StatsPlan, cache_root: Path, report
 ) -> StatsSource:
     """The corpus build's statistics: corpus items of a modality the SAE was not trained on,
@@ -287,7 +297,20 @@ def _build_from_corpus(
     dpath.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     embedder = CorpusEmbedder(encoder, corpus, cfg, timer)
-    meta = {
+    meta = build_meta(encoder, corpus)
+    try:
+        builder = IndexBuilder(
+            sae, corpus.items, embedder, cfg, dpath, key, report, meta, timer, stats
+        )
+        builder.run(stop_after_chunks)
+    finally:
+        embedder.close()
+
+
+def build_meta(encoder: ClipEncoder, corpus: Corpus) -> dict:
+    """What a corpus build's manifest says its embeddings came from (shard files of the corpus
+    that could not be read are listed there too)."""
+    return {
         "encoder": {
             "model_id": encoder.model_id,
             "cache_id": encoder.cache_id,  # with a fingerprint of local weights
@@ -297,15 +320,9 @@ def _build_from_corpus(
             "source": corpus.source,
             "manifest_hash": corpus.manifest_hash,
             "n_items": len(corpus),
+            "unreadable_sources": [u._asdict() for u in corpus.unreadable],
         },
     }
-    try:
-        builder = IndexBuilder(
-            sae, corpus.items, embedder, cfg, dpath, key, report, meta, timer, stats
-        )
-        builder.run(stop_after_chunks)
-    finally:
-        embedder.close()
 
 
 def _embeddings_key(
@@ -348,32 +365,52 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sae_explorer precompute",
         description="Encode a corpus with CLIP and an SAE and build the latent activation index.",
     )
-    parser.add_argument(
-        "--clip",
-        required=True,
-        help="CLIP model: builtin:shapes, ViT-B-32, hf-hub:org/repo, local-dir:/path",
-    )
-    parser.add_argument(
-        "--pretrained",
-        default=None,
-        help="open_clip pretrained tag or weights file (none: random init)",
-    )
-    parser.add_argument(
-        "--sae", required=True, help="SAE: builtin:shapes, a folder, a file or a hub id"
-    )
-    parser.add_argument(
-        "--corpus", required=True, action="append", help="corpus source; repeat to combine several"
-    )
-    parser.add_argument("--max-items", type=int, default=None, help="cap per corpus source")
-    parser.add_argument(
-        "--cache-dir", default=None, help=f"cache root (default {default_cache_dpath()})"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    add_source_args(parser)
     add_dataclass_args(parser, PrecomputeConfig)
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if a finished index exists"
     )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: this process; ray: shards built by Ray actors across a cluster, then "
+        "merged (the same index; the --ray-* options) (default: local)",
+    )
+    from sae_explorer.ray_engine import RayConfig
+
+    add_dataclass_args(parser, RayConfig, "ray")
     return parser
+
+
+ENGINES = ("local", "ray")
+"""Where ``python -m sae_explorer precompute`` builds (``--engine``)."""
+
+
+def _build_on_ray(args: argparse.Namespace, cfg: PrecomputeConfig, corpus: Corpus, progress):
+    from sae_explorer.ray_engine import ModelSpec, RayConfig, precompute_on_ray
+
+    ray_cfg = dataclass_from_args(RayConfig, args, "ray")
+    models = ModelSpec(args.clip, args.sae, args.pretrained, args.device)
+    build = precompute_on_ray(models, corpus, args.cache_dir, cfg, ray_cfg, progress, args.force)
+    print(
+        f"ray: {len(build.computed)} shards built, {len(build.reused)} found built"
+        + (f", {build.retried} retried" if build.retried else ""),
+        flush=True,
+    )
+    return build.index
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """``--ray-*`` options only with ``--engine ray``: never silently ignored."""
+    from sae_explorer.ray_engine import RayConfig
+
+    if args.engine == "ray":
+        return
+    given = [f.name for f in fields(RayConfig) if getattr(args, f"ray_{f.name}") != f.default]
+    if given:
+        flags = ", ".join("--ray-" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{flags} apply only with --engine ray")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,9 +424,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = dataclass_from_args(PrecomputeConfig, args)
+        _check_engine(args)
         t0 = time.perf_counter()
-        encoder = load_encoder(args.clip, args.pretrained, args.device)
-        sae = load_sae(args.sae)
+        if args.engine == "local":
+            encoder = load_encoder(args.clip, args.pretrained, args.device)
+            sae = load_sae(args.sae)
         t_models = time.perf_counter() - t0
         t0 = time.perf_counter()
         corpus = load_corpus(args.corpus, args.max_items, args.cache_dir)
@@ -399,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({corpus.n_images} images, {corpus.n_texts} texts) listed in {t_corpus:.1f}s",
             flush=True,
         )
+        for source in corpus.unreadable:
+            print(f"skipped unreadable {source.source}: {source.error}", file=sys.stderr)
         with tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True) as bar:
 
             def progress(frac: float, msg: str) -> None:
@@ -407,9 +448,12 @@ def main(argv: list[str] | None = None) -> int:
                 bar.refresh()
 
             t0 = time.perf_counter()
-            index = precompute(
-                encoder, sae, corpus, args.cache_dir, cfg, progress, force=args.force
-            )
+            if args.engine == "ray":
+                index = _build_on_ray(args, cfg, corpus, progress)
+            else:
+                index = precompute(
+                    encoder, sae, corpus, args.cache_dir, cfg, progress, force=args.force
+                )
             total = time.perf_counter() - t0
     except (ValueError, CacheError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from sae_explorer.cli import add_dataclass_args, dataclass_from_args
+from sae_explorer.cli import add_dataclass_args, add_source_args, dataclass_from_args
 from sae_explorer.corpus import default_cache_dpath
 from sae_explorer.evaluation.run import EvaluationConfig
 
@@ -23,19 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate an SAE on a corpus: MSAE's reconstruction metrics, CKNNA and "
         "CLIP zero-shot fidelity with the SAE spliced in, per Matryoshka level.",
     )
-    parser.add_argument("--clip", required=True, help="CLIP model: builtin:shapes, ViT-L-14, ...")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
-    parser.add_argument(
-        "--sae", required=True, help="SAE: builtin:shapes, a folder, a file, hub id"
-    )
-    parser.add_argument(
-        "--corpus", required=True, action="append", help="corpus source; repeat to combine"
-    )
-    parser.add_argument("--max-items", type=int, default=None, help="cap per corpus source")
-    parser.add_argument(
-        "--cache-dir", default=None, help=f"cache root (default {default_cache_dpath()})"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    add_source_args(parser)
     parser.add_argument(
         "--out",
         default="evaluation",

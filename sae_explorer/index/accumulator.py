@@ -14,10 +14,10 @@ def item_keys(item_idx_b: torch.Tensor | np.ndarray, seed: int) -> np.ndarray:
     Each latent keeps the active items with the smallest keys: a uniform sample of them that
     does not depend on batch or chunk boundaries, so resumed runs sample the same items.
     """
-    x = _np(item_idx_b, np.int64).astype(np.uint64) + np.uint64(seed) * np.uint64(
-        0x9E3779B97F4A7C15
-    )
     with np.errstate(over="ignore"):
+        x = _np(item_idx_b, np.int64).astype(np.uint64) + np.uint64(seed) * np.uint64(
+            0x9E3779B97F4A7C15
+        )
         x = x + np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -137,6 +137,26 @@ class LatentAccumulator:
             flat = row * self.n_levels + levels_lb[kept]
             counts = np.bincount(flat, minlength=n * self.n_levels)
             self.level_count_ln += counts.reshape(n, self.n_levels)
+
+    def absorb(self, other: LatentAccumulator) -> None:
+        """Merge in an accumulator built over other items (a shard of the corpus): counts,
+        sums and histograms add up; the top-M items and the sample are merged exactly, so the
+        result is the one a single pass over both would give (sums up to rounding order)."""
+        settings = ("n_latents", "top_m", "n_samples", "n_levels", "seed")
+        mine, theirs = ([getattr(a, name) for name in settings] for a in (self, other))
+        assert mine == theirs, (settings, mine, theirs)
+        other._merge_pending()
+        self.n_items += other.n_items
+        for name in ("count_image_l", "sum_l", "hist_hl", "level_count_ln"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        row, slot = np.nonzero(other.top_idx_lm >= 0)
+        self._pending_top.append((row, other.top_val_lm[row, slot], other.top_idx_lm[row, slot]))
+        row, slot = np.nonzero(other.sample_idx_ls >= 0)
+        self._pending_sample.append(
+            (row, *(a[row, slot] for a in (other.sample_key_ls, other.sample_idx_ls)),
+             other.sample_val_ls[row, slot])
+        )  # fmt: skip
+        self._merge_pending()
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything needed to continue later (saved after each chunk, so kept small: counts

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from sae_explorer.corpus import MODALITIES
 from sae_explorer.index.accumulator import LatentAccumulator
 from sae_explorer.index.cache import clear_index_dpath, is_full_disk
 from sae_explorer.index.checkpoint import BuildFiles, Checkpoint, load_checkpoint, save_checkpoint
+from sae_explorer.index.device import DeviceAccumulator, device_codes
 from sae_explorer.index.files import (
     PROGRESS_NAME,
     SCHEMA,
@@ -53,6 +54,34 @@ log = logging.getLogger(__name__)
 
 N_SKIPPED_LISTED = 20
 """Unreadable items the manifest lists (it counts all of them)."""
+
+IndexOn = Literal["auto", "device", "host"]
+INDEX_ON: tuple[str, ...] = ("auto", "device", "host")
+"""Where a batch's codes and statistics are computed (``PrecomputeConfig.index_on``): in torch
+on the SAE's device (:mod:`~sae_explorer.index.device`), or in numpy on the host
+(:mod:`~sae_explorer.index.sparse`, :mod:`~sae_explorer.index.accumulator`); ``auto`` picks
+the device on an accelerator and the host on a CPU, where the numpy path is the faster
+(``benchmarks/bench_index_device.py``)."""
+
+Accumulator = LatentAccumulator | DeviceAccumulator
+
+
+def resolve_index_on(index_on: str, device: torch.device) -> str:
+    """``device`` or ``host`` for a setting of :data:`INDEX_ON` and the SAE's device."""
+    if index_on == "auto":
+        return "host" if device.type == "cpu" else "device"
+    if index_on not in ("device", "host"):
+        raise ValueError(f"index_on must be one of {INDEX_ON}, got {index_on!r}")
+    return index_on
+
+
+def rows_of_positions(arrays: dict[str, np.ndarray], corpus_idx_n: np.ndarray) -> None:
+    """In place: the accumulator's item ids are corpus positions (a shard knows those, not the
+    rows that items skipped before it leave); the index stores rows."""
+    for name in ("latent_top_idx", "latent_sample_idx"):
+        pos = arrays[name]
+        rows = np.searchsorted(corpus_idx_n, np.maximum(pos, 0))
+        arrays[name] = np.where(pos >= 0, rows, -1).astype(pos.dtype)
 
 
 class ChunkEmbeddings(NamedTuple):
@@ -126,7 +155,7 @@ class InOrder:
 class BuildStart(NamedTuple):
     """Where a run begins: afresh, or from the last checkpoint."""
 
-    acc: LatentAccumulator
+    acc: Accumulator
     n_chunks_done: int
     skipped: list[dict]
     files: BuildFiles
@@ -169,8 +198,11 @@ class IndexBuilder:
         self.stats_source = stats_source
         self.stats = ModalityStats()
         self.saes: ModalitySAEs = self.stats.saes(sae)
+        self.device = sae.latent_bias.device
+        self.index_on = resolve_index_on(cfg.index_on, self.device)
 
-    def _use_stats(self, stats: ModalityStats) -> None:
+    def use_stats(self, stats: ModalityStats) -> None:
+        """Encode with these input statistics (a shard worker's: the driver computed them)."""
         self.stats, self.saes = stats, stats.saes(self.sae)
 
     # ------------------------------------------------------------------ start or resume
@@ -196,8 +228,11 @@ class IndexBuilder:
             self.timer.add(name, seconds)
         n_done = int(checkpoint.n_chunks_done)
         log.info("resuming %s after chunk %d/%d", self.dpath, n_done, self.n_chunks)
-        self._use_stats(stats)
-        return BuildStart(saved.acc, n_done, checkpoint.skipped, files)
+        self.use_stats(stats)
+        acc = saved.acc
+        if self.index_on == "device":
+            acc = DeviceAccumulator.from_state(acc.state(), self.device)
+        return BuildStart(acc, n_done, checkpoint.skipped, files)
 
     def _saved_stats(self) -> ModalityStats:
         """The statistics a resumed build started with; ValueError if they are not the plan's."""
@@ -210,17 +245,23 @@ class IndexBuilder:
     def _start_over(self) -> BuildStart:
         clear_index_dpath(self.dpath, keep=True)  # start clean
         t0 = time.perf_counter()
-        self._use_stats(self.stats_source.compute())
+        self.use_stats(self.stats_source.compute())
         self.stats.save(self.dpath)
         if not self.stats_source.plan.checkpoint_only:
             self.timer.add("input_stats_s", time.perf_counter() - t0)
-        acc = LatentAccumulator(
-            self.sae.n_latents, self.cfg.top_m, self.cfg.n_samples, self.n_levels, self.cfg.seed
+        return BuildStart(
+            self.new_accumulator(), 0, [], BuildFiles.open(self.dpath, self.sae.n_inputs, None)
         )
-        return BuildStart(acc, 0, [], BuildFiles.open(self.dpath, self.sae.n_inputs, None))
+
+    def new_accumulator(self) -> Accumulator:
+        """An empty accumulator of this build's kind (:data:`INDEX_ON`)."""
+        args = (self.sae.n_latents, self.cfg.top_m, self.cfg.n_samples, self.n_levels)
+        if self.index_on == "device":
+            return DeviceAccumulator(*args, self.cfg.seed, self.device)
+        return LatentAccumulator(*args, self.cfg.seed)
 
     def _checkpoint(
-        self, acc: LatentAccumulator, files: BuildFiles, n_chunks_done: int, skipped: list[dict]
+        self, acc: Accumulator, files: BuildFiles, n_chunks_done: int, skipped: list[dict]
     ) -> None:
         checkpoint = Checkpoint(
             key=self.key,
@@ -250,15 +291,8 @@ class IndexBuilder:
                 if stop_after_chunks is not None and n_new >= stop_after_chunks:
                     self._checkpoint(acc, files, c, skipped)
                     raise InterruptedError(f"stopped after {n_new} chunks (resumable)")
-                lo = c * self.cfg.chunk_size
-                chunk = self.embed(range(lo, min(lo + self.cfg.chunk_size, n_items)))
-                t0 = time.perf_counter()
-                files.embeddings.append(chunk.x_nd.numpy())
-                files.corpus_idx.append(chunk.ok_pos)
-                self._encode_latents(chunk, acc, files, pool, threads)
-                self.timer.add("sae_index_s", time.perf_counter() - t0)
-                skipped.extend(chunk.skipped)
-                done = min(lo + self.cfg.chunk_size, n_items)
+                skipped.extend(self.encode_chunk(c, acc, files, pool, threads))
+                done = min((c + 1) * self.cfg.chunk_size, n_items)
                 is_last = c == self.n_chunks - 1
                 if not is_last and time.perf_counter() - last_checkpoint >= self.CHECKPOINT_EVERY_S:
                     t0 = time.perf_counter()
@@ -267,7 +301,52 @@ class IndexBuilder:
                     self.timer.add("checkpoint_s", last_checkpoint - t0)
                 self.report(0.9 * done / n_items, f"encoded {done}/{n_items} items")
         self.report(0.9, "writing the index")
-        self._finish(acc, skipped, files, time.perf_counter() - t_start)
+        self.finish(acc, skipped, files, time.perf_counter() - t_start)
+
+    def encode_chunk(
+        self,
+        c: int,
+        acc: Accumulator,
+        files: BuildFiles,
+        pool: ThreadPoolExecutor,
+        threads: int,
+    ) -> list[dict]:
+        """Embed chunk ``c``, append its rows to ``files`` and merge it into ``acc``; returns
+        its unreadable items."""
+        lo = c * self.cfg.chunk_size
+        chunk = self.embed(range(lo, min(lo + self.cfg.chunk_size, len(self.items))))
+        t0 = time.perf_counter()
+        files.embeddings.append(chunk.x_nd.numpy())
+        files.corpus_idx.append(chunk.ok_pos)
+        if isinstance(acc, DeviceAccumulator):
+            self._encode_on_device(chunk, acc, files)
+        else:
+            self._encode_latents(chunk, acc, files, pool, threads)
+        self.timer.add("sae_index_s", time.perf_counter() - t0)
+        return chunk.skipped
+
+    def _encode_on_device(
+        self, chunk: ChunkEmbeddings, acc: DeviceAccumulator, files: BuildFiles
+    ) -> None:
+        """SAE pass over one chunk with codes and statistics computed where the SAE runs, batch
+        after batch (the device orders its own work; only the codes come back)."""
+        is_image_n = np.array([self.items[p].modality == "image" for p in chunk.ok_pos], bool)
+        bs = self.cfg.sae_batch_size
+        with torch.inference_mode():
+            for s in range(0, len(chunk.ok_pos), bs):
+                x_bd = chunk.x_nd[s : s + bs].to(self.device, non_blocking=True)
+                z_bl = self.saes.encode(x_bd, is_image_n[s : s + bs])
+                levels_bl = self.sae.latent_levels(z_bl) if self.n_levels else None
+                acc.update(z_bl, chunk.ok_pos[s : s + bs], is_image_n[s : s + bs], levels_bl)
+                codes, n_active_b = device_codes(z_bl, self.cfg.top_k)
+                self._append_codes(files, codes, n_active_b)
+
+    @staticmethod
+    def _append_codes(files: BuildFiles, codes: SparseCodes, n_active_b: np.ndarray) -> None:
+        files.indptr.append(files.values.n_rows + np.cumsum(codes.counts_b))
+        files.ids.append(codes.ids)
+        files.values.append(codes.values)
+        files.n_active.append(n_active_b)
 
     def _sae_batch(self, x_bd: torch.Tensor, is_image_b: np.ndarray, threads: int) -> BatchResult:
         """Everything per batch that does not touch shared state (runs in the worker pool).
@@ -294,17 +373,13 @@ class IndexBuilder:
         ``acc`` and the code files happen in batch order (:class:`InOrder`), and no thread
         beyond the workers competes for the cores."""
         is_image_n = np.array([self.items[p].modality == "image" for p in chunk.ok_pos], bool)
-        first_idx, bs = acc.n_items, self.cfg.sae_batch_size
+        bs = self.cfg.sae_batch_size
 
         def merge(s: int, result: BatchResult) -> None:
             entries, codes, levels_bl = result
             b = entries.n_items
-            item_idx_b = np.arange(first_idx + s, first_idx + s + b)
-            acc.update(entries, item_idx_b, is_image_n[s : s + b], levels_bl)
-            files.indptr.append(files.values.n_rows + np.cumsum(codes.counts_b))
-            files.ids.append(codes.ids)
-            files.values.append(codes.values)
-            files.n_active.append(entries.count_b)
+            acc.update(entries, chunk.ok_pos[s : s + b], is_image_n[s : s + b], levels_bl)
+            self._append_codes(files, codes, entries.count_b)
 
         in_order = InOrder(merge)
 
@@ -317,8 +392,8 @@ class IndexBuilder:
             future.result()
 
     # ------------------------------------------------------------------ assembly
-    def _finish(
-        self, acc: LatentAccumulator, skipped: list[dict], files: BuildFiles, run_s: float
+    def finish(
+        self, acc: Accumulator, skipped: list[dict], files: BuildFiles, run_s: float
     ) -> None:
         """Close the files, write the per-latent arrays, the items table and, last, the
         manifest; then delete what only the build needed."""
@@ -335,7 +410,9 @@ class IndexBuilder:
             appender.close()
         corpus_idx = np.load(files.corpus_idx.fpath)
         n_active = np.load(files.n_active.fpath)
-        write_latent_arrays(self.dpath, acc.finish())
+        arrays = acc.finish()
+        rows_of_positions(arrays, corpus_idx)
+        write_latent_arrays(self.dpath, arrays)
         write_items(self.dpath, self.items, corpus_idx, n_active)
         self.timer.add("finish_s", time.perf_counter() - t0)
         timings = {k: round(v, 3) for k, v in self.timer.totals.items()}

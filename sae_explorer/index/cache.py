@@ -36,6 +36,7 @@ from sae_explorer.index.files import (
     write_manifest,
 )
 from sae_explorer.index.reader import ActivationIndex
+from sae_explorer.index.shards import SHARDS_DNAME
 
 if TYPE_CHECKING:
     from sae_explorer.precompute import PrecomputeConfig
@@ -242,6 +243,8 @@ def clear_index_dpath(dpath: Path, keep: bool = False) -> None:
         if name.startswith("."):  # .<name>.partial (appenders), .<name>.<random>.tmp (atomic)
             name = name[1:].removesuffix(".partial")
             name = name.rsplit(".", 2)[0] if name.endswith(".tmp") else name
+        if path.is_dir() and name == SHARDS_DNAME:  # a sharded build's partial results
+            continue
         if not path.is_file() or name not in ours:
             raise ValueError(
                 f"{dpath} holds {path.name!r}, which is not part of an activation index; "
@@ -251,4 +254,7 @@ def clear_index_dpath(dpath: Path, keep: bool = False) -> None:
         shutil.rmtree(dpath)
         return
     for path in paths:
-        path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -1,7 +1,8 @@
 """The Latent tab: one latent by id, by a search of the names, or opened from a click anywhere
 (a table row, a thumbnail, a point of the latent map); its statistics, strongest images and
 texts side by side with their cross-modal agreement, lower quantiles, histogram, the labels of
-its examples, names and similar latents; the page exported as JSON or CSV."""
+its examples, names and similar latents; the page exported as JSON or CSV, or drawn as a
+card for a paper (PNG, SVG, PDF)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import plotly.graph_objects as go
 
 from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
+from explorer_ui.figure_export import FigureControls, figure_controls, latent_figure
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
 from sae_explorer.coactivation import TreeNode
 from sae_explorer.explorer import Explorer, LatentPage
+from sae_explorer.explorer.names import score_label
 
 TAB_ID = "latent"
 
@@ -42,6 +45,7 @@ class LatentTab(NamedTuple):
     export: ExportControls
     agreement: gr.Markdown
     label_mix: gr.Plot
+    figure: FigureControls
 
     @property
     def outputs(self) -> list[Any]:
@@ -114,7 +118,10 @@ def layout(explorer: Explorer) -> LatentTab:
                 label_mix = gr.Plot(label="Labels of its examples", elem_id="latent-labels")
             with gr.Column(scale=1):
                 release = " beside the MSAE release's" if explorer.release_names else ""
-                names = gr.Dataframe(label=f"Names (vocabulary, score){release}", interactive=False)
+                names = gr.Dataframe(
+                    label=f"Names (vocabulary; {score_label(explorer)}){release}",
+                    interactive=False,
+                )
                 similar = gr.Dataframe(
                     label="Most similar decoder directions (click to open)", interactive=False
                 )
@@ -130,6 +137,7 @@ def layout(explorer: Explorer) -> LatentTab:
                 )
                 tree = gr.Markdown(elem_id="latent-tree")
         export = export_controls("Export this latent")
+        figure = figure_controls()
     return LatentTab(
         latent_id,
         open_button,
@@ -149,6 +157,7 @@ def layout(explorer: Explorer) -> LatentTab:
         export,
         agreement,
         label_mix,
+        figure,
     )
 
 
@@ -172,6 +181,12 @@ def wire(
         [tab.latent_id, tab.export.format],
         tab.export.file,
         api_name="export_latent",
+    )
+    tab.figure.button.click(
+        bind(latent_figure, explorer),
+        [tab.latent_id, tab.figure.format],
+        tab.figure.file,
+        api_name="latent_figure",
     )
     opened = [tabs, *tab.outputs]
     for table in (*clickable_tables, tab.similar, tab.hits, tab.family):

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.publish",
         "upload an index with its thumbnails to a Hub dataset repo (app.py --index hf-hub:...)",
     ),
+    "figure": ("sae_explorer.figures", "draw latent cards or a grid of them as PNG, SVG and PDF"),
 }
 
 

@@ -3,7 +3,10 @@
 Each word of a vocabulary is embedded with CLIP's text encoder and moved into the SAE's model
 space (its input preprocessing, per-sample normalisation if any, minus the pre-bias). A latent's
 name candidates are the words whose vectors have the highest cosine with its decoder direction;
-as a second score we keep the latent's activation when the SAE encodes the word itself.
+as a second score we keep the latent's activation when the SAE encodes the word itself. Once the
+corpus is indexed, each candidate is scored against the data (its detection AUROC, see
+:mod:`sae_explorer.name_scores`), candidates are ranked by it, and a latent with no candidate at or
+above the floor is shown as unnamed.
 
 Text embeddings share a large "this is text" component (CLIP's modality gap), which would make
 every latent's cosine ranking prefer the same generic words; subtracting the vocabulary's mean
@@ -31,6 +34,7 @@ import torch
 
 from sae_explorer import builtin
 from sae_explorer.atomic import atomic_save_npz, atomic_write_json
+from sae_explorer.name_scores import AUROC_FLOOR, UNNAMED, NameScores, ranked_by_auroc
 from sae_explorer.progress import Progress
 
 if TYPE_CHECKING:
@@ -51,11 +55,13 @@ class LatentName(NamedTuple):
     name: str
     cosine: float  # decoder direction vs word (model space, vocabulary-centred)
     activation: float  # the latent's activation when the SAE encodes the word
+    auroc: float = float("nan")  # detection AUROC on the corpus (NaN: not scored, or undefined)
 
 
 @dataclass(frozen=True)
 class LatentNames:
-    """Top name candidates per latent, with both scores."""
+    """Top name candidates per latent, with their scores; once scored against the corpus
+    (``auroc_ln``), ranked by detection AUROC, else by cosine."""
 
     vocabulary: tuple[str, ...]
     word_ids_ln: np.ndarray  # int32 [n_latents, N_NAMES] indices into vocabulary, best first
@@ -63,27 +69,84 @@ class LatentNames:
     activation_ln: np.ndarray  # float32 [n_latents, N_NAMES]
     center_d: np.ndarray  # float32 [n_inputs]: model-space vocabulary mean (for search)
     source: str = ""  # where the vocabulary came from
+    auroc_ln: np.ndarray | None = None  # float32 [n_latents, N_NAMES]; None: not scored yet
+    scored_on: str | None = None  # the modality the AUROCs were measured on
 
     @property
     def n_latents(self) -> int:
         return len(self.word_ids_ln)
+
+    @property
+    def scored(self) -> bool:
+        return self.auroc_ln is not None
+
+    @property
+    def named_l(self) -> np.ndarray:
+        """bool [n_latents]: the latent has a name (scored: one at or above ``AUROC_FLOOR``)."""
+        if self.auroc_ln is None:
+            return np.ones(self.n_latents, dtype=bool)
+        return self._named_ln.any(axis=1)
+
+    @property
+    def _named_ln(self) -> np.ndarray:
+        """bool [n_latents, N_NAMES]: which candidates count as names."""
+        if self.auroc_ln is None:
+            return np.ones(self.word_ids_ln.shape, dtype=bool)
+        return np.nan_to_num(self.auroc_ln, nan=-1.0) >= AUROC_FLOOR
+
+    def with_scores(self, scores: NameScores) -> LatentNames:
+        """These names with their detection AUROCs, each latent's candidates best AUROC first."""
+        if scores.auroc_lk.shape != self.word_ids_ln.shape:
+            raise ValueError(
+                f"scores of shape {scores.auroc_lk.shape} for names of shape "
+                f"{self.word_ids_ln.shape}"
+            )
+        order_ln = ranked_by_auroc(scores.auroc_lk)
+
+        def ranked(a_ln: np.ndarray) -> np.ndarray:
+            return np.take_along_axis(a_ln, order_ln, axis=1)
+
+        return LatentNames(
+            vocabulary=self.vocabulary,
+            word_ids_ln=ranked(self.word_ids_ln),
+            cosine_ln=ranked(self.cosine_ln),
+            activation_ln=ranked(self.activation_ln),
+            center_d=self.center_d,
+            source=self.source,
+            auroc_ln=ranked(scores.auroc_lk).astype(np.float32),
+            scored_on=scores.scored_on,
+        )
 
     def top(self, latent_id: int) -> list[LatentName]:
         """The latent's name candidates, best first."""
         i = int(latent_id)
         if not 0 <= i < self.n_latents:
             raise ValueError(f"latent_id must be in [0, {self.n_latents}), got {latent_id}")
+        auroc_n = (
+            self.auroc_ln[i]
+            if self.auroc_ln is not None
+            else np.full(len(self.cosine_ln[i]), np.nan)
+        )
         return [
-            LatentName(self.vocabulary[w], float(c), float(a))
-            for w, c, a in zip(self.word_ids_ln[i], self.cosine_ln[i], self.activation_ln[i])
+            LatentName(self.vocabulary[w], float(c), float(a), float(s))
+            for w, c, a, s in zip(
+                self.word_ids_ln[i], self.cosine_ln[i], self.activation_ln[i], auroc_n
+            )
         ]
 
+    def named(self, latent_id: int) -> list[LatentName]:
+        """The candidates that count as the latent's names (scored: AUROC >= the floor), best
+        first; empty for an unnamed latent."""
+        return [c for c, ok in zip(self.top(latent_id), self._named_ln[int(latent_id)]) if ok]
+
     def label(self, latent_id: int) -> str:
-        """The best name, for compact display."""
+        """The best name, for compact display (``UNNAMED`` when no candidate reaches the floor)."""
+        if not self.named_l[int(latent_id)]:
+            return UNNAMED
         return self.vocabulary[int(self.word_ids_ln[int(latent_id), 0])]
 
     def to_frame(self) -> pd.DataFrame:
-        """Long table: latent_id, rank, name, cosine, activation."""
+        """Long table: latent_id, rank, name, cosine, activation, auroc (NaN: not scored)."""
         import pandas as pd
 
         n, k = self.word_ids_ln.shape
@@ -95,32 +158,35 @@ class LatentNames:
                 "name": words,
                 "cosine": self.cosine_ln.reshape(-1),
                 "activation": self.activation_ln.reshape(-1),
+                "auroc": (
+                    self.auroc_ln if self.auroc_ln is not None else np.full((n, k), np.nan)
+                ).reshape(-1),
             }
         )
 
     def matches(self, query: str) -> np.ndarray:
-        """bool [n_latents]: some name of the latent shares a word with ``query``."""
+        """bool [n_latents]: some name of the latent (a candidate at or above the floor, once
+        scored) shares a word with ``query``."""
         terms = set(_words(query))
         hit_w = np.array([bool(terms & set(_words(w))) for w in self.vocabulary])
-        return hit_w[self.word_ids_ln].any(axis=1)
+        return (hit_w[self.word_ids_ln] & self._named_ln).any(axis=1)
 
     # ------------------------------------------------------------------ files
     def save(self, dpath: str | os.PathLike) -> None:
         dpath = Path(dpath)
-        atomic_save_npz(
-            dpath / NAMES_FILE,
-            {
-                "word_ids_ln": self.word_ids_ln,
-                "cosine_ln": self.cosine_ln,
-                "activation_ln": self.activation_ln,
-                "center_d": self.center_d,
-            },
-        )
-        # The metadata file is written last: its presence means the names are complete.
-        atomic_write_json(
-            dpath / NAMES_META,
-            {"vocabulary": list(self.vocabulary), "source": self.source, "key": self.key},
-        )
+        arrays = {
+            "word_ids_ln": self.word_ids_ln,
+            "cosine_ln": self.cosine_ln,
+            "activation_ln": self.activation_ln,
+            "center_d": self.center_d,
+        }
+        if self.auroc_ln is not None:
+            arrays["auroc_ln"] = self.auroc_ln
+        atomic_save_npz(dpath / NAMES_FILE, arrays)
+        # The metadata file is written last: its presence means the names are complete (and
+        # its scored_on that the scores in the arrays are theirs).
+        meta = {"vocabulary": list(self.vocabulary), "source": self.source, "key": self.key}
+        atomic_write_json(dpath / NAMES_META, {**meta, "scored_on": self.scored_on})
 
     @property
     def key(self) -> str:
@@ -138,6 +204,8 @@ class LatentNames:
         try:
             meta = json.loads((dpath / NAMES_META).read_text())
             with np.load(dpath / NAMES_FILE, allow_pickle=False) as arrays:
+                scored_on = meta.get("scored_on")
+                scored = scored_on is not None and "auroc_ln" in arrays
                 names = cls(
                     vocabulary=tuple(meta["vocabulary"]),
                     word_ids_ln=arrays["word_ids_ln"],
@@ -145,6 +213,8 @@ class LatentNames:
                     activation_ln=arrays["activation_ln"],
                     center_d=arrays["center_d"],
                     source=meta.get("source", ""),
+                    auroc_ln=arrays["auroc_ln"] if scored else None,
+                    scored_on=scored_on if scored else None,
                 )
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"the latent names in {dpath} cannot be read: {e!r}") from e
@@ -159,6 +229,7 @@ class LatentNames:
             len(shape) != 2
             or self.cosine_ln.shape != shape
             or self.activation_ln.shape != shape
+            or (self.auroc_ln is not None and self.auroc_ln.shape != shape)
             or ids.dtype.kind not in "iu"
             or (ids.size and not (ids.min() >= 0 and ids.max() < len(self.vocabulary)))
         ):

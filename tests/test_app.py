@@ -170,7 +170,7 @@ def test_latent_page(client, explorer, url):
     assert quant_captions == pytest.approx(image_values, abs=6e-4)  # shown to 3 decimals
     assert hist["type"] == "plotly"
     assert similar["headers"] == ["latent", "cosine", "names"] and len(similar["data"]) > 0
-    assert names["headers"] == ["name", "score"]
+    assert names["headers"] == ["name", "AUROC", "named", "cosine"]
     assert texts["headers"] == ["value", "text", "item", "label"]
     assert len(quant["data"]) > 0
     assert family["headers"] == [

@@ -84,7 +84,9 @@ def test_names_round_trip_and_table(planted, encoder, tmp_path):
         "name",
         "cosine",
         "activation",
+        "auroc",
     ]
+    assert table["auroc"].isna().all()  # not scored: scores come with an index
     assert table.loc[0, "name"] == names.label(0)
 
 

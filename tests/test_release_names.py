@@ -256,7 +256,14 @@ def test_explorer_shows_the_release_names_beside_ours(release_explorer):
     for latent, text in zip(table["latent"], table[RELEASE_NAMES_COLUMN]):
         assert text.split(" (")[0] == WORDS[direct[latent, 0]]
     page = explorer.latent_page(7)
-    assert list(page.names.columns) == ["name", "score", "MSAE name", "MSAE cosine"]
+    assert list(page.names.columns) == [
+        "name",
+        "AUROC",
+        "named",
+        "cosine",
+        "MSAE name",
+        "MSAE cosine",
+    ]
     assert page.names["MSAE name"].tolist() == [WORDS[i] for i in direct[7]]
     assert len(page.names["name"].iloc[0]) > 0  # ours still there
     assert page.summary.msae_names == names.text(7, 5)
@@ -271,7 +278,7 @@ def test_without_release_files_the_explorer_is_unchanged(tmp_path, hf_cache):
     explorer = load_explorer(release_cfg(tmp_path), hub_status=offline)
     assert explorer.release_names is None
     assert explorer.sources.details["release_names"].startswith("none (FileNotFoundError: no ")
-    assert list(explorer.latent_page(7).names.columns) == ["name", "score"]
+    assert list(explorer.latent_page(7).names.columns) == ["name", "AUROC", "named", "cosine"]
     assert RELEASE_NAMES_COLUMN not in explorer.inspect(explorer.item_query(0)).table.columns
 
 
@@ -281,4 +288,4 @@ def test_app_latent_page_shows_both_names(release_explorer):
         result = Client(url, verbose=False).predict(7, api_name="/latent")
     summary, names = result[1], result[5]
     assert f"MSAE release names: {release_explorer.release_names.text(7, 5)}" in summary
-    assert names["headers"] == ["name", "score", "MSAE name", "MSAE cosine"]
+    assert names["headers"] == ["name", "AUROC", "named", "cosine", "MSAE name", "MSAE cosine"]

@@ -334,6 +334,7 @@ def test_the_page_offers_the_same_api(explorer):
         "latent",
         "search",
         "export_latent",
+        "latent_figure",
         "steer_start_image",
         "steer_start_text",
         "steer_start_item",

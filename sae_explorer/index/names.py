@@ -1,5 +1,6 @@
 """Vocabulary names of an index's latents: which vocabulary, its cached embeddings, and naming
-once per vocabulary (the names are kept in the index folder, see :mod:`sae_explorer.naming`)."""
+once per vocabulary (the names are kept in the index folder, see :mod:`sae_explorer.naming`),
+each name scored against the indexed items (:mod:`sae_explorer.name_scores`)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def ensure_names(
     report: Progress,
     cache_root: Path,
 ) -> None:
-    """Compute and store vocabulary names unless the index has them for this vocabulary.
+    """Compute and store vocabulary names, scored against the index's items, unless the index
+    has them for this vocabulary (names stored before scores existed are scored and kept).
 
     Words are texts: they go through the SAE as the index's texts did (with text statistics
     for an image-trained SAE). Damaged names count as none (they are computed again); names
@@ -90,19 +92,28 @@ def ensure_names(
     if not cfg.names:
         return
     from sae_explorer import naming
+    from sae_explorer.name_scores import score_candidates
 
     words, source = vocabulary_for(encoder, corpus, cfg)
     existing = index.names
-    if existing is not None and existing.key == naming.vocabulary_hash(words):
+    same_words = existing is not None and existing.key == naming.vocabulary_hash(words)
+    if same_words and existing.scored:
         return
     t0 = time.perf_counter()
     embeddings_vd = vocabulary_embeddings(
-        encoder, words, cache_root, lambda f, m: report(0.95 + 0.04 * f, m)
+        encoder, words, cache_root, lambda f, m: report(0.95 + 0.02 * f, m)
     )
-    text_sae = index.input_stats.saes(sae).text
-    names = naming.name_latents(
-        encoder, text_sae, words, embeddings_vd=embeddings_vd, source=source
+    if same_words:
+        names = existing
+    else:
+        text_sae = index.input_stats.saes(sae).text
+        names = naming.name_latents(
+            encoder, text_sae, words, embeddings_vd=embeddings_vd, source=source
+        )
+    scores = score_candidates(
+        index, embeddings_vd.numpy(), names.word_ids_ln, lambda f, m: report(0.97 + 0.02 * f, m)
     )
+    names = names.with_scores(scores)
     try:
         names.save(index.dpath)
     except OSError as e:  # a full or read-only cache: the names serve this run only
@@ -112,4 +123,5 @@ def ensure_names(
     index.__dict__["names"] = names  # replaces the cached (older or damaged) names
     timings = dict(index.manifest.get("timings", {}), naming_s=round(time.perf_counter() - t0, 3))
     index.manifest["timings"] = timings
-    report(1.0, f"named {sae.n_latents} latents from {len(words)} words")
+    n_named = int(names.named_l.sum())
+    report(1.0, f"named {n_named} of {sae.n_latents} latents from {len(words)} words")

@@ -58,7 +58,7 @@ def views(explorer: Explorer, latent_id: int) -> dict[str, Callable[[], object]]
         "Latents: first page (by frequency)": browse("first", 1, filters, "frequency"),
         "Latents: page 3 by label purity": browse("this", 3, filters, "label_purity"),
         "Latents: next page": browse("next", 1, filters, "max_act"),
-        "Latents: levels 1-2 + name filter": browse("first", 1, level_name, "name_cosine"),
+        "Latents: levels 1-2 + name filter": browse("first", 1, level_name, "name_score"),
         "Latents: map (PCA, by level)": lambda: browse_tab.map_view(
             explorer, "pca", "level", *filters, progress=no_progress
         ),

@@ -62,7 +62,10 @@ def test_the_table_holds_every_latent_as_the_index_does(explorer):
     for latent_id in (0, 3, 77, explorer.n_latents - 1):
         row = table.iloc[latent_id]
         assert row["name"] == explorer.names.label(latent_id)
-        assert row["name_cosine"] == pytest.approx(explorer.names.top(latent_id)[0].cosine)
+        best = explorer.names.top(latent_id)[0]
+        assert row["name_score"] == pytest.approx(
+            best.auroc if explorer.names.scored else best.cosine
+        )
         # purity by brute force: the index's top examples' labels counted
         labels = explorer.items["label"].iloc[explorer.index.top_examples(latent_id)["item_idx"]]
         counts = labels.dropna().value_counts()

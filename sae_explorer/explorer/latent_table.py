@@ -5,9 +5,9 @@ few milliseconds; nothing but the page is sent to the browser).
 Columns (``COLUMNS``):
 
 - ``latent``: its id.
-- ``name``, ``name_cosine``: the best vocabulary name and its score. The score is today the
-  cosine of the decoder direction with the word's embedding (``naming.py``); :func:`best_names`
-  is the one place to switch it to another score (e.g. a detection AUROC), with the column name.
+- ``name``, ``name_score``: the best vocabulary name and its score: its detection AUROC on the
+  corpus once the names are scored (``unnamed`` below the floor, ``naming.AUROC_FLOOR``), else the
+  cosine of the decoder direction with the word's embedding (``naming.py``).
 - ``frequency``: share of corpus items where the latent is active.
 - ``mean_act`` (over its active items), ``max_act``.
 - ``level``: its Matryoshka level (median first level keeping it; -1: never kept).
@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 import numpy as np
 import pandas as pd
 
+from sae_explorer import naming
 from sae_explorer.explorer import label_mix
 from sae_explorer.explorer.overview import DENSE_FREQUENCY
 
 if TYPE_CHECKING:
     from sae_explorer.explorer.state import Explorer
 
-NAME_SCORE_COLUMN = "name_cosine"
+NAME_SCORE_COLUMN = "name_score"
 """The column holding the best name's score (see :func:`best_names`)."""
 COLUMNS = (
     "latent",
@@ -110,7 +111,7 @@ class LatentFilter:
 
 
 def best_names(explorer: Explorer) -> BestNames:
-    """Each latent's best vocabulary name and its cosine score (see the module docstring)."""
+    """Each latent's best vocabulary name and its score (see the module docstring)."""
     n = explorer.n_latents
     names = explorer.names
     if names is None:
@@ -119,7 +120,10 @@ def best_names(explorer: Explorer) -> BestNames:
     vocabulary = np.asarray(names.vocabulary, dtype=object)
     words_ln = vocabulary[names.word_ids_ln]
     all_names = np.array(["\n".join(row).lower() for row in words_ln], dtype=object)
-    return BestNames(words_ln[:, 0], names.cosine_ln[:, 0].astype(np.float64), all_names)
+    if not names.scored:
+        return BestNames(words_ln[:, 0], names.cosine_ln[:, 0].astype(np.float64), all_names)
+    best_l = np.where(names.named_l, words_ln[:, 0], naming.UNNAMED)
+    return BestNames(best_l, names.auroc_ln[:, 0].astype(np.float64), all_names)
 
 
 def latent_table(explorer: Explorer) -> LatentTable:

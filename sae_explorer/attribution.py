@@ -71,12 +71,13 @@ def latent_heatmaps(
     patch = patch or tower_patch_size(encoder.model, pixels_13hw.shape[-1])
     score = latent_score(encoder, sae, ids)
     with torch.no_grad():
-        activations_m = score(pixels_13hw)[0].float().cpu().numpy()
+        base_m = score(pixels_13hw)[0]
     if method == "occlusion":
         stride = stride or max(1, patch // 2)
-        maps = occlusion_maps(score, pixels_13hw, patch, stride, batch_size, progress)
+        maps = occlusion_maps(score, pixels_13hw, patch, stride, batch_size, progress, base_m)
     else:
-        maps = gradient_maps(score, pixels_13hw, patch, n_steps, batch_size, progress)
+        maps = gradient_maps(score, pixels_13hw, patch, n_steps, batch_size, progress, base_m)
+    activations_m = base_m.float().cpu().numpy()
     return Heatmaps(ids, activations_m, maps.cpu().numpy(), image_hw3, method)
 
 
@@ -119,8 +120,10 @@ def occlusion_maps(
     stride: int,
     batch_size: int,
     progress: Progress | None = None,
+    base_m: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``[m, H, W]``: mean activation drop over the occluding windows covering each pixel."""
+    """``[m, H, W]``: mean activation drop over the occluding windows covering each pixel
+    (``base_m``: the unoccluded activations, when the caller has them already)."""
     _, _, h, w = pixels_13hw.shape
     if not 0 < patch <= min(h, w) or stride < 1:
         raise ValueError(f"occlusion patch {patch} / stride {stride} must fit the {h}x{w} image")
@@ -128,7 +131,7 @@ def occlusion_maps(
     lefts = window_starts(w, patch, stride)
     windows = [(t, left) for t in tops for left in lefts]
     with torch.no_grad():
-        base_m = score(pixels_13hw)[0]
+        base_m = score(pixels_13hw)[0] if base_m is None else base_m
         heat_mhw = torch.zeros(len(base_m), h, w, device=pixels_13hw.device)
         count_hw = torch.zeros(h, w, device=pixels_13hw.device)
         for start in range(0, len(windows), batch_size):
@@ -161,14 +164,18 @@ def gradient_maps(
     n_steps: int,
     batch_size: int,
     progress: Progress | None = None,
+    base_m: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[m, H, W]``: integrated gradients from the mean-colour baseline, positive part,
-    averaged over ``patch``-sized neighbourhoods."""
+    averaged over ``patch``-sized neighbourhoods (``base_m``: the image's activations, when the
+    caller has them already; only their number is read)."""
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     alphas = (torch.arange(n_steps, dtype=torch.float32) + 0.5) / n_steps  # midpoint rule
-    with torch.no_grad():
-        n_latents = score(pixels_13hw).shape[1]
+    if base_m is None:
+        with torch.no_grad():
+            base_m = score(pixels_13hw)[0]
+    n_latents = len(base_m)
     grads_m3hw = torch.zeros(n_latents, *pixels_13hw.shape[1:], device=pixels_13hw.device)
     for m in range(n_latents):
         for start in range(0, n_steps, batch_size):

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer_ui import address
-from explorer_ui.wiring import bind, static_text
+from explorer_ui.wiring import bind, plot_click_js
 from sae_explorer.explorer import Explorer
 from sae_explorer.explorer import plots as library_plots
 from sae_explorer.explorer.decoder_map import MAP_COLOURS, MAP_METHODS
@@ -31,6 +31,7 @@ from sae_explorer.explorer.latent_table import (
 
 TAB_ID = "latents"
 MAP_ID = "browse-map"
+HISTOGRAM_ID = "browse-histogram"
 PAGE_SIZES = (25, 50, 100, 250)
 SHOWN_DECIMALS = {
     NAME_SCORE_COLUMN: 3,
@@ -67,6 +68,7 @@ class BrowseTab(NamedTuple):
     colour_by: gr.Radio
     map_plot: gr.Plot
     map_click: gr.HTML  # fires 'click' with the clicked point's latent
+    histogram_click: gr.HTML  # fires 'click' with the clicked bar's frequency range, in %
 
     @property
     def inputs(self) -> list[Any]:
@@ -127,11 +129,16 @@ def layout(explorer: Explorer) -> BrowseTab:
                 colour_by = gr.Radio(list(MAP_COLOURS), value="level", label="colour by")
             map_plot = gr.Plot(explorer.map_figure("pca", "level"), elem_id=MAP_ID)
             map_click = gr.HTML("", js_on_load=map_click_js(), elem_id="browse-map-click")
-            histogram = gr.Plot(first.histogram, label="Frequency of the listed latents")
+            histogram = gr.Plot(
+                first.histogram,
+                label="Frequency of the listed latents (click a bar to list only its latents)",
+                elem_id=HISTOGRAM_ID,
+            )
+            histogram_click = gr.HTML("", js_on_load=plot_click_js(HISTOGRAM_ID, "range"))
     filters = [min_freq, max_freq, level, dead, dense, min_image, max_image, name]
     return BrowseTab(
         filters, sort_by, descending, page_size, page, previous, following, info, table,
-        histogram, method, colour_by, map_plot, map_click,
+        histogram, method, colour_by, map_plot, map_click, histogram_click,
     )  # fmt: skip
 
 
@@ -139,7 +146,7 @@ DEFAULT_FILTER_VALUES = (0.0, 100.0, [], "any", "any", 0.0, 100.0, "")
 
 
 def map_click_js() -> str:
-    return static_text("plot_click.js").replace("__PLOT_ID__", f'"{MAP_ID}"')
+    return plot_click_js(MAP_ID, "latent")
 
 
 def level_label(level: int, nesting: tuple[int, ...]) -> str:
@@ -170,6 +177,96 @@ def wire(explorer: Explorer, tab: BrowseTab) -> None:
     on(tab.next.click, "next", with_map=False)
     for control in (tab.method, tab.colour_by):
         control.change(bind(map_view, explorer), map_inputs, tab.map_plot, **private)
+    tab.histogram_click.click(
+        bind(histogram_bar_view, explorer),
+        [*tab.filters[2:], tab.sort_by, tab.descending, tab.page_size],
+        [*tab.filters[:2], *tab.outputs],
+        **private,
+    ).then(bind(map_view, explorer), map_inputs, tab.map_plot, **private)
+
+
+def wire_opened_from(
+    explorer: Explorer,
+    tab: BrowseTab,
+    tabs: gr.Tabs,
+    frequency_click: gr.HTML,
+    level_click: gr.HTML,
+) -> None:
+    """Clicks elsewhere that list latents here: a bar of the Overview's frequency histogram (its
+    latents) and a point of its per-level plot (the latents of that Matryoshka level)."""
+    private: dict[str, Any] = {"api_visibility": "private"}
+    opened = [tabs, *tab.filters, *tab.outputs]
+    map_inputs = [tab.method, tab.colour_by, *tab.filters]
+    for click, handler in ((frequency_click, frequency_bin_view), (level_click, level_view)):
+        click.click(
+            bind(handler, explorer), [tab.sort_by, tab.descending, tab.page_size], opened, **private
+        ).then(bind(map_view, explorer), map_inputs, tab.map_plot, **private)
+
+
+def clicked_range(evt: gr.EventData) -> tuple[float, float]:
+    """The frequency range (percent) a histogram click carries (``plot_click.js``)."""
+    value = evt._data.get("range") if isinstance(evt._data, dict) else None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError("click a bar of the frequency histogram to list its latents")
+    low, high = (float(v) for v in value)
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high <= 100):
+        raise ValueError(f"a frequency range must lie within 0-100 %, got {low}-{high}")
+    return low, high
+
+
+def histogram_bar_view(
+    explorer: Explorer,
+    levels: list[int] | None,
+    dead: str,
+    dense: str,
+    min_image_pct: float | None,
+    max_image_pct: float | None,
+    name: str | None,
+    sort_by: str,
+    descending: bool,
+    page_size: float,
+    evt: gr.EventData,
+) -> tuple[Any, ...]:
+    """A bar of this tab's histogram clicked: its frequency range becomes the filter (the
+    other filters kept, so the list is the bar's latents); the range, then the view."""
+    low, high = clicked_range(evt)
+    others = (levels, dead, dense, min_image_pct, max_image_pct, name)
+    shown = browse_view(
+        explorer, "first", 1, low, high, *others, sort_by, descending, page_size
+    )  # fmt: skip
+    return (low, high, *shown)
+
+
+def frequency_bin_view(
+    explorer: Explorer, sort_by: str, descending: bool, page_size: float, evt: gr.EventData
+) -> tuple[Any, ...]:
+    """A bar of the Overview's histogram (all latents) clicked: this tab, every filter reset but
+    the frequency range, which becomes the bar's."""
+    low, high = clicked_range(evt)
+    return opened_on(
+        explorer, (low, high, *DEFAULT_FILTER_VALUES[2:]), sort_by, descending, page_size
+    )
+
+
+def level_view(
+    explorer: Explorer, sort_by: str, descending: bool, page_size: float, evt: gr.EventData
+) -> tuple[Any, ...]:
+    """A level of the Overview's per-level plot clicked: this tab listing that level's latents
+    (the other filters reset)."""
+    level = evt._data.get("level") if isinstance(evt._data, dict) else None
+    if not isinstance(level, int | float) or not float(level).is_integer():
+        raise ValueError("click a point of the per-level plot to list that level's latents")
+    values = list(DEFAULT_FILTER_VALUES)
+    values[2] = [int(level)]
+    return opened_on(explorer, tuple(values), sort_by, descending, page_size)
+
+
+def opened_on(
+    explorer: Explorer, filters: tuple[Any, ...], sort_by: str, descending: bool, page_size: float
+) -> tuple[Any, ...]:
+    """This tab, selected, with ``filters`` (``DEFAULT_FILTER_VALUES``' order) set and applied."""
+    shown = browse_view(explorer, "first", 1, *filters, sort_by, descending, page_size)
+    return (gr.Tabs(selected=TAB_ID), *filters, *shown)
 
 
 def latent_filter(
@@ -250,7 +347,8 @@ def page_info(shown: LatentTablePage, page_size: int, n_latents: int) -> str:
 def listed_histogram(explorer: Explorer, flt: LatentFilter) -> go.Figure:
     """The frequency histogram of the listed latents, the filter's frequency range shaded."""
     frequency = explorer.latent_table.frame["frequency"].to_numpy()
-    fig = library_plots.frequency_histogram(frequency[filter_mask(explorer.latent_table, flt)])
+    listed = frequency[filter_mask(explorer.latent_table, flt)]
+    fig = library_plots.frequency_histogram(listed, explorer.index.n_items)
     floor = 0.5 / max(explorer.index.n_items, 1)
     lo, hi = (np.log10(max(f, floor)) for f in (flt.min_frequency, flt.max_frequency))
     fig.add_vrect(x0=lo, x1=hi, fillcolor="#3b6fd4", opacity=0.12, line_width=0)

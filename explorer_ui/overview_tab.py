@@ -5,32 +5,44 @@ Computed once at start; nothing here changes per request."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gradio as gr
 
 from explorer_ui import address
+from explorer_ui.wiring import plot_click_js
 from sae_explorer.evaluation.report import DEFINITIONS, fidelity_table, reconstruction_table
 from sae_explorer.explorer import Overview, OverviewStats
 
 TAB_ID = "overview"
+FREQUENCY_ID = "overview-frequency"
+LEVELS_ID = "overview-levels"
 PLOT_MIN_PX = 360
 """Narrowest a plot is drawn before the row wraps it below its neighbour (titles stay whole)."""
 
 
-def layout(overview: Overview) -> None:
+class OverviewTab(NamedTuple):
+    frequency_click: gr.HTML  # fires 'click' with a histogram bar's frequency range (%)
+    level_click: gr.HTML  # fires 'click' with the clicked point's Matryoshka level
+
+
+def layout(overview: Overview) -> OverviewTab:
+    """The tab; its frequency histogram and per-level plot are the Latents tab's filters (a
+    click lists the bar's or the level's latents there, ``browse_tab.wire_opened_from``)."""
     with gr.Tab("Overview", id=TAB_ID, elem_id=address.tab_panel_id(TAB_ID)):
         gr.Dataframe(value=overview.models, label="Loaded models and corpus", interactive=False)
         gr.Markdown(stats_markdown(overview.stats), elem_id="overview-stats")
         with gr.Row():  # side by side when wide; stacked on a phone (each needs PLOT_MIN_PX)
             gr.Plot(
                 value=overview.frequency_histogram,
-                label="Latent frequency",
-                elem_id="overview-frequency",
+                label="Latent frequency (click a bar to list its latents)",
+                elem_id=FREQUENCY_ID,
                 min_width=PLOT_MIN_PX,
             )
             gr.Plot(
                 value=overview.levels_plot,
-                label="Per-level reconstruction",
-                elem_id="overview-levels",
+                label="Per-level reconstruction (click a level to list its latents)",
+                elem_id=LEVELS_ID,
                 min_width=PLOT_MIN_PX,
             )
             if overview.fidelity_plot is not None:
@@ -42,10 +54,13 @@ def layout(overview: Overview) -> None:
                 )
             else:
                 gr.Markdown(overview.fidelity_note, elem_id="overview-fidelity")
+        frequency_click = gr.HTML("", js_on_load=plot_click_js(FREQUENCY_ID, "range"))
+        level_click = gr.HTML("", js_on_load=plot_click_js(LEVELS_ID, "level"))
         with gr.Accordion("MSAE metrics and spliced fidelity per level", open=False):
             gr.Markdown(DEFINITIONS)
             for table in metrics_tables(overview):
                 gr.Dataframe(value=table, interactive=False)
+    return OverviewTab(frequency_click, level_click)
 
 
 def stats_markdown(stats: OverviewStats) -> str:

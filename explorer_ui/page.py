@@ -47,7 +47,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             latent = latent_tab.layout(explorer)
             browse = browse_tab.layout(explorer)
             steer = steer_tab.layout()
-            overview_tab.layout(overview)
+            overview_view = overview_tab.layout(overview)
             compare = compare_tab.layout()
         back = address.back_button()
 
@@ -56,6 +56,9 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         tables = [inspect.table, compare.table, browse.table]
         latent_tab.wire(explorer, latent, tabs, tables, clicks)
         browse_tab.wire(explorer, browse)
+        browse_tab.wire_opened_from(
+            explorer, browse, tabs, overview_view.frequency_click, overview_view.level_click
+        )
         steer_tab.wire(explorer, steer)
         compare_tab.wire(explorer, compare)
         wire_item_clicks(explorer, tabs, inspect, latent, steer)

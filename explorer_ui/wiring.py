@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import html
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -67,3 +68,13 @@ def markdown_text(text: str) -> str:
 def static_text(name: str) -> str:
     """A file of ``explorer_ui/static/`` (CSS, JS), as shipped with the package."""
     return resources.files("explorer_ui").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def plot_click_js(plot_id: str, key: str) -> str:
+    """The script of a ``gr.HTML`` that fires 'click' with ``{key: customdata}`` when a point or
+    bar of the ``gr.Plot`` with element id ``plot_id`` is clicked (``static/plot_click.js``)."""
+    return (
+        static_text("plot_click.js")
+        .replace("__PLOT_ID__", json.dumps(plot_id))
+        .replace("__KEY__", json.dumps(key))
+    )

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 import pytest
 from _explorer_helpers import small_explorer
@@ -16,6 +17,7 @@ from _explorer_helpers import small_explorer
 from explorer_ui import browse_tab, build_demo, latent_tab, page
 from explorer_ui.browse_tab import DEFAULT_FILTER_VALUES, browse_view, map_view
 from explorer_ui.latent_tab import LatentView, latent_view
+from sae_explorer.explorer import plots
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,62 @@ def test_the_latent_export_carries_labels_and_agreement(explorer):
     )
     shares = pd.DataFrame(payload["label_mix"]).groupby("group")["share"].sum()
     assert shares.round(2).eq(1.0).all()  # each group's shares add up
+
+
+def test_frequency_bins_are_exact_filters(explorer):
+    frequency = explorer.latent_table.frame["frequency"].to_numpy()
+    n = explorer.index.n_items
+    bins = plots.frequency_bins(frequency, n)
+    assert bins.count_b.sum() == (frequency > 0).sum()  # every live latent in one bin
+    for low, high, count in zip(bins.low_b, bins.high_b, bins.count_b):
+        assert ((frequency >= low) & (frequency <= high)).sum() == count
+    # a bin edge never equals a frequency: it lies half-way between whole counts of items
+    active = np.rint(frequency * n)
+    assert not np.isin(np.concatenate([bins.low_b, bins.high_b]) * n, active).any()
+
+
+def test_a_bar_of_the_overview_histogram_lists_exactly_its_latents(explorer):
+    figure = explorer.overview().frequency_histogram
+    bar = figure.data[0]
+    j = int(np.argmax(bar.y))
+    evt = gr.EventData(None, {"range": list(bar.customdata[j])})  # what plot_click.js sends
+    tabs, *filters_and_view = browse_tab.frequency_bin_view(explorer, "frequency", True, 25, evt)
+    filters, shown = filters_and_view[:8], browse_tab.BrowseView(*filters_and_view[8:])
+    assert tabs.selected == browse_tab.TAB_ID
+    assert filters[2:] == list(DEFAULT_FILTER_VALUES[2:])  # everything else reset
+    assert f"**{int(bar.y[j])}** of {explorer.n_latents} latents" in shown.info
+    low, high = (v / 100 for v in bar.customdata[j])
+    assert shown.table["frequency"].between(low, high).all()
+
+
+def test_a_bar_of_the_tabs_own_histogram_keeps_the_other_filters(explorer):
+    kept = ([1], "hide", "any", 0.0, 100.0, "")
+    listed = view(explorer, levels=[1], dead="hide").histogram.data[0]
+    j = int(np.argmax(listed.y))
+    evt = gr.EventData(None, {"range": list(listed.customdata[j])})
+    low, high, *rest = browse_tab.histogram_bar_view(explorer, *kept, "frequency", True, 25, evt)
+    shown = browse_tab.BrowseView(*rest)
+    assert [low, high] == list(listed.customdata[j])
+    assert f"**{int(listed.y[j])}** of" in shown.info and (shown.table["level"] == 1).all()
+
+
+def test_a_level_of_the_overview_plot_lists_that_levels_latents(explorer):
+    figure = explorer.overview().levels_plot
+    level = int(figure.data[0].customdata[1])
+    evt = gr.EventData(None, {"level": level})
+    tabs, *filters_and_view = browse_tab.level_view(explorer, "frequency", True, 25, evt)
+    assert tabs.selected == browse_tab.TAB_ID
+    shown = browse_tab.BrowseView(*filters_and_view[8:])
+    expected = int((explorer.latent_table.frame["level"] == level).sum())
+    assert filters_and_view[2] == [level] and f"**{expected}** of" in shown.info
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [({}, "click a bar"), ({"range": [5, 200]}, "within 0-100"), ({"range": ["x"]}, "click a bar")],
+)
+def test_a_malformed_histogram_click_is_refused(explorer, data, message):
+    with pytest.raises(ValueError, match=message):
+        browse_tab.frequency_bin_view(explorer, "frequency", True, 25, gr.EventData(None, data))
+    with pytest.raises(ValueError, match="per-level plot"):
+        browse_tab.level_view(explorer, "frequency", True, 25, gr.EventData(None, {"level": 1.5}))

@@ -284,6 +284,10 @@ def test_a_deep_links_html_renders_as_text(url, page):
     assert not [u for u in fetched if urlparse(u).hostname == "evil.example"]
 
 
+def bounding_box(locator):
+    return locator.bounding_box()
+
+
 def column_values(page, table_id: str, col: int) -> list[str]:
     cells = page.locator(f"#{table_id} [role=gridcell][data-col='{col}']")
     return [c.inner_text().strip() for c in cells.all()]
@@ -338,3 +342,32 @@ def test_a_click_on_the_latent_map_opens_that_latent(url, page):
     latent_id = re.search(r"latent (\d+):", hover.text_content()).group(1)
     page.mouse.click(x, y)
     page.locator("#latent-summary", has_text=f"Latent {latent_id}:").wait_for()
+
+
+def test_the_overview_plots_are_the_latent_browsers_filters(url, page):
+    page.goto(url + "?tab=overview")
+    page.locator("#overview-frequency .barlayer").wait_for()
+    bars = page.locator("#overview-frequency .barlayer .point path")
+    heights = [(box or {"height": 0})["height"] for box in map(bounding_box, bars.all())]
+    box = bars.nth(heights.index(max(heights))).bounding_box()  # the tallest bar
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] - 2
+    page.mouse.move(x, y)
+    hover = page.locator("#overview-frequency .hoverlayer .hovertext").first
+    hover.wait_for()
+    count = re.match(r"(\d+) latents active on", hover.text_content()).group(1)
+    page.mouse.click(x, y)
+    info = page.locator("#browse-info", has_text=f"{count} of ")
+    info.wait_for()  # the Latents tab lists exactly the bar's latents
+    assert page.locator("#browse-min-freq input").input_value() not in ("", "0")
+    screenshot(page, "overview-filter")
+
+    page.get_by_role("tab", name="Overview").click()
+    point = page.locator("#overview-levels .scatterlayer .point").nth(1)
+    point.wait_for()
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(  # the bar's frequency range is reset
+        "() => document.querySelector('#browse-min-freq input').value === '0'"
+    )
+    page.locator("#browse-info", has_text=f"{count} of ").wait_for(state="detached")
+    assert set(column_values(page, "browse-table", 6)) == {"1"}  # COLUMNS' level: the second

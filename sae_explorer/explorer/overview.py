@@ -96,7 +96,7 @@ def compute_overview(explorer: Explorer, batch_size: int = 512) -> Overview:
     return Overview(
         models_table(explorer),
         stats,
-        plots.frequency_histogram(explorer.frequency_l),
+        plots.frequency_histogram(explorer.frequency_l, n),
         levels_fig,
         evaluation,
         fidelity_fig,

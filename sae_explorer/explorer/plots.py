@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,9 +45,16 @@ def levels_plot(
     title: str = "Reconstruction vs Matryoshka level",
 ) -> go.Figure:
     x = [str(k) for k in levels]
-    fig = go.Figure(go.Scatter(x=x, y=list(cosines), mode="lines+markers", name="cosine"))
+    level_index = list(range(len(x)))  # each point's level, for clicks (``customdata``)
+    fig = go.Figure(
+        go.Scatter(
+            x=x, y=list(cosines), mode="lines+markers", name="cosine", customdata=level_index
+        )
+    )
     if fvu is not None:
-        fig.add_trace(go.Scatter(x=x, y=list(fvu), mode="lines+markers", name="FVU"))
+        fig.add_trace(
+            go.Scatter(x=x, y=list(fvu), mode="lines+markers", name="FVU", customdata=level_index)
+        )
     fig.update_layout(
         title=title,
         xaxis_title="latents kept (k of each level)",
@@ -120,13 +128,65 @@ def histogram(counts: np.ndarray, edges: np.ndarray, latent_id: int) -> go.Figur
     return fig
 
 
-def frequency_histogram(frequency_l: np.ndarray) -> go.Figure:
-    live = frequency_l[frequency_l > 0]
-    fig = go.Figure(go.Histogram(x=np.log10(live), nbinsx=40))
+class FrequencyBins(NamedTuple):
+    """The histogram of live latents' frequencies, binned so that a bin is an exact filter: its
+    edges sit half-way between whole numbers of active items, so the latents in a bin are exactly
+    those whose frequency lies in ``[low_b, high_b]`` (inclusive or not: no frequency is an edge)."""
+
+    low_b: np.ndarray  # float64 [n_bins]: lower edge, as a share of items
+    high_b: np.ndarray  # float64 [n_bins]: upper edge, as a share of items
+    count_b: np.ndarray  # int64 [n_bins]: latents in the bin
+
+
+def frequency_bins(frequency_l: np.ndarray, n_items: int, n_bins: int = 40) -> FrequencyBins:
+    """Live latents binned by how many items they are active on, on a log scale (narrow bins
+    that would hold no whole number of items are merged into their neighbour)."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    active_l = np.rint(np.asarray(frequency_l, dtype=np.float64) * n_items).astype(np.int64)
+    active_l = active_l[active_l > 0]
+    if not len(active_l):
+        empty = np.zeros(0)
+        return FrequencyBins(empty, empty, np.zeros(0, dtype=np.int64))
+    top = int(active_l.max())
+    edges_e = np.unique(np.rint(np.geomspace(1, top + 1, n_bins + 1))) - 0.5
+    count_b = np.histogram(active_l, bins=edges_e)[0].astype(np.int64)
+    return FrequencyBins(edges_e[:-1] / n_items, edges_e[1:] / n_items, count_b)
+
+
+def percent_decimals(n_items: int) -> int:
+    """Decimals that keep a bin edge in percent (half an item from a whole count) on the same
+    side of every count: the rounding error stays below 0.1 % of an item's step."""
+    return max(2, int(np.ceil(np.log10(max(n_items, 1)))) + 1)
+
+
+def frequency_histogram(frequency_l: np.ndarray, n_items: int) -> go.Figure:
+    """The frequency histogram of the live latents on a log axis; each bar carries its range in
+    percent (``customdata``: [low, high]) so a click can list exactly its latents."""
+    bins = frequency_bins(frequency_l, n_items)
+    log_low, log_high = np.log10(bins.low_b), np.log10(bins.high_b)
+    decimals = percent_decimals(n_items)
+    range_b2 = np.round(np.stack([bins.low_b, bins.high_b], axis=1) * 100, decimals)
+    hover = [
+        f"{c} latents active on {lo:.3g}–{hi:.3g} % of items (click to list them)"
+        for c, lo, hi in zip(bins.count_b, range_b2[:, 0], range_b2[:, 1])
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=(log_low + log_high) / 2,
+            y=bins.count_b,
+            width=log_high - log_low,
+            customdata=range_b2,
+            hovertext=hover,
+            hoverinfo="text",
+        )
+    )
+    dead = int((np.asarray(frequency_l) == 0).sum())
     fig.update_layout(
-        title=f"Latent frequency ({int((frequency_l == 0).sum())} dead latents not shown)",
+        title=f"Latent frequency ({dead} dead latents not shown)",
         xaxis_title="log10(fraction of items it is active on)",
         yaxis_title="latents",
+        bargap=0,
         height=300,
         template=PLOT_TEMPLATE,
     )

@@ -24,7 +24,7 @@ def figure_controls() -> FigureControls:
         return FigureControls(
             gr.Radio(list(FIGURE_FORMATS), value="png", label="Figure format"),
             gr.Button("Figure for a paper (card)", size="sm"),
-            gr.File(label="Figure", interactive=False),
+            gr.File(label="Figure", interactive=False, elem_id="latent-figure-file"),
         )
 
 

@@ -371,3 +371,20 @@ def test_the_overview_plots_are_the_latent_browsers_filters(url, page):
     )
     page.locator("#browse-info", has_text=f"{count} of ").wait_for(state="detached")
     assert set(column_values(page, "browse-table", 6)) == {"1"}  # COLUMNS' level: the second
+
+
+def test_the_figure_button_downloads_the_latents_card(url, page, tmp_path):
+    from PIL import Image
+
+    page.goto(url + "?tab=latent&latent=3")
+    page.locator("#latent-summary", has_text="Latent 3:").wait_for()
+    page.get_by_role("button", name="Figure for a paper (card)").click()
+    link = page.locator('#latent-figure-file a[download$=".png"]')
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    fpath = tmp_path / download.value.suggested_filename
+    download.value.save_as(fpath)
+    with Image.open(fpath) as image:  # the card itself: a 300 dpi PNG naming the latent
+        assert image.format == "PNG" and round(image.info["dpi"][0]) == 300
+    assert fpath.name.startswith("latent-3-")

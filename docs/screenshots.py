@@ -2,7 +2,9 @@
 
 Serves the built-in shapes world (trained models when present), drives headless Chromium
 (``/usr/bin/chromium`` through Playwright) through Inspect, Latent, Steer, Overview and Latents, and saves
-``docs/<tab>.png``.
+``docs/<tab>.png``; then Inspect's heatmaps (``docs/heatmaps.png``), the Compare tab against a
+second SAE of the world's CLIP (``--second-sae``, else one trained here with another seed:
+``docs/compare.png``) and a latent's card for papers (``docs/figure.png``, shrunk).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--items", type=int, default=600, help="shapes in the corpus")
+    parser.add_argument(
+        "--second-sae", type=Path, help="the Compare tab's SAE (default: trained here, seed 2)"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,14 +88,69 @@ def main(argv: list[str] | None = None) -> int:
             page.locator("#browse-map .js-plotly-plot").wait_for()
             page.wait_for_timeout(2000)
             shot(page, args.out / "latents.png")
+
+            heatmaps_shot(page, url, image_fpath, args.out / "heatmaps.png")
+            second = args.second_sae or second_sae(tmp_dpath / "second-sae")
+            page.goto(url + "?tab=compare")
+            page.get_by_label("Second SAE").fill(str(second))
+            page.get_by_role("button", name="Compare", exact=True).click()
+            page.locator("#compare-summary", has_text="matched").wait_for()
+            page.wait_for_timeout(1500)
+            shot(page, args.out / "compare.png")
+        figure_shot(explorer, tmp_dpath, args.out / "figure.png")
     return 0
+
+
+def heatmaps_shot(page, url: str, image_fpath: Path, fpath: Path) -> None:
+    """Inspect's heatmap panel for the uploaded image (its strongest latents)."""
+    page.goto(url)
+    page.locator("#inspect-image input[type=file]").set_input_files(str(image_fpath))
+    page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
+    page.get_by_text("Where in the image (heatmaps)").click()
+    page.locator("#inspect-heatmaps img").first.wait_for()
+    page.wait_for_timeout(1500)
+    panel = page.get_by_text("Where in the image (heatmaps)").locator("xpath=../..")
+    panel.scroll_into_view_if_needed()
+    shot(page, fpath)
+
+
+def second_sae(dpath: Path) -> Path:
+    """A second SAE of the world's CLIP: the world's recipe, another seed, fewer embeddings."""
+    from sae_explorer.checkpoints import save_sae
+    from sae_explorer.encoder import load_encoder
+    from sae_explorer.train import TrainConfig, train_sae
+    from sae_explorer.worlds import train_shapes
+
+    recipe = train_shapes.SaeTrainConfig()
+    x_nd = train_shapes.world_sae_data(load_encoder("builtin:shapes", device="cpu"), 3000, 2)
+    cfg = TrainConfig(
+        n_latents=recipe.n_latents, architecture="matryoshka", k=recipe.k, epochs=recipe.epochs,
+        batch_size=recipe.batch_size, lr=recipe.lr, seed=2, device="cpu",
+        clip_model="builtin:shapes",
+    )  # fmt: skip
+    return save_sae(train_sae(x_nd, cfg).sae, dpath)
+
+
+def figure_shot(explorer, tmp_dpath: Path, fpath: Path) -> None:
+    """The card of the most frequent latent, as the figure command writes it (300 dpi), shrunk."""
+    from sae_explorer.figures import export_figure
+
+    latent = int(explorer.frequency_l.argmax())
+    written = export_figure(explorer, [latent], tmp_dpath / "figures", ["png"]).paths[0]
+    fpath.write_bytes(Path(written).read_bytes())
+    shrink(fpath)
 
 
 def shot(page, fpath: Path, full_page: bool = False) -> None:
     """Save a screenshot, then shrink it (palette PNG, at most 1100 px wide) to keep docs small."""
+    page.screenshot(path=str(fpath), full_page=full_page)
+    shrink(fpath)
+
+
+def shrink(fpath: Path) -> None:
+    """At most 1100 px wide, a 256-colour palette: small enough for the docs."""
     from PIL import Image
 
-    page.screenshot(path=str(fpath), full_page=full_page)
     image = Image.open(fpath).convert("RGB")
     if image.width > 1100:
         image = image.resize((1100, round(image.height * 1100 / image.width)), Image.LANCZOS)

@@ -141,7 +141,7 @@ def measure(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     index = ActivationIndex.load(index_dpath)
     index.item_table  # noqa: B018 (the footer: what a page needs to read rows)
-    index.prepare_neighbours()
+    index.prepare_serving()
     open_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed + 2)
     page_s = []

@@ -209,7 +209,7 @@ def precompute(
             )
             index = ActivationIndex.load(dpath)
         ensure_names(index, encoder, sae, corpus, cfg, report, cache_root)
-        index.prepare_neighbours(report)
+        index.prepare_serving(report)
     return index
 
 
@@ -255,7 +255,7 @@ def index_embeddings(
             builder = IndexBuilder(sae, items, embed, cfg, dpath, key, report, meta, Timer(), stats)
             builder.run(stop_after_chunks)
             index = ActivationIndex.load(dpath)
-        index.prepare_neighbours(progress)
+        index.prepare_serving(progress)
     return index
 
 

@@ -175,5 +175,63 @@ def index_embeddings_on_ray(
                 ray, str(sae_source), sae, x_nd, fpath, cfg, ray_cfg, dpath, key, plan
             )
             result = driver.run(dpath.parent, report)
-        result.index.prepare_neighbours(report)
+        result.index.prepare_serving(report)
     return result
+
+
+# --------------------------------------------------------------------------- CLI
+def build_parser():
+    import argparse
+
+    from sae_explorer.cli import add_dataclass_args
+    from sae_explorer.precompute import ENGINES, PrecomputeConfig
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sae_explorer index-embeddings",
+        description="Build the latent activation index of precomputed CLIP embeddings (a .npy "
+        "file [n, d], fp16 or fp32) with an SAE, in this process or on Ray; no CLIP needed.",
+    )
+    parser.add_argument("--sae", required=True, help="SAE: a folder, a file or a hub id")
+    parser.add_argument("--embeddings", required=True, help=".npy file of [n, d] embeddings")
+    parser.add_argument("--out", required=True, help="index folder to write (or reuse)")
+    parser.add_argument("--engine", choices=ENGINES, default="local", help="(default: local)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if finished")
+    add_dataclass_args(parser, PrecomputeConfig)
+    add_dataclass_args(parser, RayConfig, "ray")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from sae_explorer.checkpoints import load_sae
+    from sae_explorer.cli import dataclass_from_args
+    from sae_explorer.index.cache import CacheError
+    from sae_explorer.precompute import PrecomputeConfig, _check_engine, index_embeddings
+
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = dataclass_from_args(PrecomputeConfig, args)
+        _check_engine(args)
+        t0 = time.perf_counter()
+        if args.engine == "ray":
+            ray_cfg = dataclass_from_args(RayConfig, args, "ray")
+            build = index_embeddings_on_ray(
+                args.sae, args.embeddings, args.out, cfg, ray_cfg, force=args.force
+            )
+            index = build.index
+            print(f"ray: {len(build.computed)} shards built, {len(build.reused)} found built")
+        else:
+            sae = load_sae(args.sae)
+            x_nd = open_embeddings(args.embeddings, sae.n_inputs)
+            if args.force:
+                raise ValueError("--force applies only with --engine ray; delete the folder")
+            index = index_embeddings(sae, x_nd, args.out, cfg)
+    except (ValueError, CacheError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"index: {index.dpath}: {index.n_items} items, {index.n_latents} latents "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+    return 0

@@ -222,7 +222,7 @@ def precompute_on_ray(
             driver = _Driver(ray, models, encoder, sae, corpus, cfg, ray_cfg, dpath, key, plan)
             result = driver.run(cache_root, report)
         ensure_names(result.index, encoder, sae, corpus, cfg, report, cache_root)
-        result.index.prepare_neighbours(report)
+        result.index.prepare_serving(report)
     return result
 
 

@@ -134,12 +134,13 @@ def test_cli_engine_ray(cluster, reference, ray_cache, capsys):
 
 
 # --------------------------------------------------------------------------- from embeddings
-def test_embeddings_on_ray_equal_the_single_process_index(cluster, tmp_path):
+def test_embeddings_on_ray_equal_the_single_process_index(cluster, tmp_path, capsys):
     """A .npy of precomputed embeddings built on Ray (no CLIP) into the index that
     ``index_embeddings`` writes from the same rows; a file of the wrong width is refused."""
     from sae_explorer.checkpoints import load_sae
     from sae_explorer.precompute import index_embeddings
     from sae_explorer.ray_embeddings import index_embeddings_on_ray
+    from sae_explorer.ray_embeddings import main as embeddings_main
 
     sae = load_sae(MODELS.sae)
     x_nd = np.random.default_rng(5).standard_normal((100, sae.n_inputs)).astype(np.float16)
@@ -156,6 +157,12 @@ def test_embeddings_on_ray_equal_the_single_process_index(cluster, tmp_path):
             assert np.array_equal(np.load(a), np.load(b)), name
     assert build.index.items.equals(reference.items)
     assert build.index.manifest["engine"]["name"] == "ray"
+
+    argv = ["--sae", MODELS.sae, "--embeddings", str(tmp_path / "x.npy"), "--out"]
+    argv += [str(tmp_path / "ray"), "--top-k", "16", "--top-m", "6", "--n-samples", "8"]
+    argv += ["--chunk-size", "16", "--engine", "ray", "--ray-shard-size", "32"]
+    assert embeddings_main(argv) == 0  # the command finds the index built above
+    assert "ray: 0 shards built, 4 found built" in capsys.readouterr().out
 
     np.save(tmp_path / "narrow.npy", x_nd[:, :8])
     with pytest.raises(ValueError, match="holds 8-d embeddings, the SAE takes"):

@@ -165,13 +165,16 @@ def world_index(tmp_path_factory):
         )
 
 
-def test_items_read_lazily_equal_the_eager_table(world_index, monkeypatch):
+@pytest.mark.parametrize("through", ["row groups", "items.arrow"])
+def test_items_read_lazily_equal_the_eager_table(world_index, through, monkeypatch):
     import pyarrow.parquet as pq
 
     index = ActivationIndex.load(world_index.dpath)
     assert pq.ParquetFile(index.dpath / "items.parquet").metadata.num_row_groups == 9  # 60 / 7
     monkeypatch.setattr(items_module, "GROUPS_CACHED", 2)  # groups dropped and read again
+    monkeypatch.setattr(items_module, "ARROW_MIN_ITEMS", 60 if through == "items.arrow" else 61)
     lazy, eager = index.item_table, index.items
+    assert (lazy.arrow is not None) == (through == "items.arrow")
     assert len(lazy) == len(eager) == 60
     assert list(lazy.columns) == list(eager.columns)
     assert {"label", "attr_shape"} <= set(lazy.columns)
@@ -184,6 +187,24 @@ def test_items_read_lazily_equal_the_eager_table(world_index, monkeypatch):
     assert np.array_equal(index.is_image, (eager["modality"] == "image").to_numpy())
     with pytest.raises(IndexError, match=r"item rows must be in \[0, 60\)"):
         lazy.iloc[np.array([60])]
+
+
+def test_an_items_arrow_of_other_items_is_refused_and_rewritten(
+    world_index, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(items_module, "ARROW_MIN_ITEMS", 1)
+    copy = tmp_path / "copy"
+    shutil.copytree(world_index.dpath, copy)
+    other = built(tmp_path, "other", clustered(300, seed=5), EXACT)
+    other.item_table  # noqa: B018 (writes its items.arrow)
+    shutil.copyfile(other.dpath / "items.arrow", copy / "items.arrow")
+    index = ActivationIndex.load(copy)
+    with caplog.at_level(logging.WARNING, logger="sae_explorer.index.items"):
+        rows = index.item_table.iloc[np.arange(60)]
+    assert "items.arrow holds 300 rows copied from items with checksum" in caplog.text
+    assert "the index has 60 rows" in caplog.text
+    pd.testing.assert_frame_equal(rows, index.items)
+    assert len(ActivationIndex.load(copy).item_table.arrow) == 60  # rewritten
 
 
 def test_top_items_above_the_scan_limit_come_from_the_top_list(world_index, monkeypatch):
@@ -206,3 +227,32 @@ def test_top_items_above_the_scan_limit_come_from_the_top_list(world_index, monk
     # the top list holds the strongest items: where both have them, the same items
     n = min(len(listed), len(scanned))
     assert listed["item"].tolist()[:n] == scanned["item"].tolist()[:n]
+
+
+def test_index_embeddings_command(tmp_path, capsys):
+    from sae_explorer.checkpoints import load_sae
+    from sae_explorer.checkpoints.project import save_sae
+    from sae_explorer.ray_embeddings import main
+
+    save_sae(build_sae(D, 48, seed=1), tmp_path / "sae")
+    x_nd = clustered(300, seed=4)
+    np.save(tmp_path / "x.npy", x_nd)
+    argv = ["--sae", str(tmp_path / "sae"), "--out", str(tmp_path / "i"), "--chunk-size", "128"]
+    assert main([*argv, "--embeddings", str(tmp_path / "x.npy"), "--no-names"]) == 0
+    assert "300 items, 48 latents" in capsys.readouterr().out
+    cfg = PrecomputeConfig(chunk_size=128, names=False)
+    reference = index_embeddings(load_sae(tmp_path / "sae"), x_nd, tmp_path / "ref", cfg)
+    built_index = ActivationIndex.load(tmp_path / "i")
+    assert built_index.manifest["key"] == reference.manifest["key"]
+    assert np.array_equal(
+        np.load(tmp_path / "i" / "codes_ids.npy"), np.load(reference.dpath / "codes_ids.npy")
+    )
+
+    np.save(tmp_path / "cube.npy", np.zeros((3, 4, 5), np.float16))
+    assert main([*argv, "--embeddings", str(tmp_path / "cube.npy")]) == 2
+    assert (
+        "embeddings must be a non-empty [n, d] array of float16 or float32"
+        in capsys.readouterr().err
+    )
+    assert main([*argv, "--embeddings", str(tmp_path / "x.npy"), "--ray-shard-size", "256"]) == 2
+    assert "--ray-shard-size apply only with --engine ray" in capsys.readouterr().err

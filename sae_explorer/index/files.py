@@ -29,9 +29,11 @@ CODES_NAMES = ("codes_indptr.npy", "codes_ids.npy", "codes_values.npy")
 INPUT_STATS_NAME = "input_stats.npz"
 ANN_NAME = "ann.faiss"
 ANN_META_NAME = "ann.json"
-DERIVED_NAMES = (ANN_NAME, ANN_META_NAME)
-"""Files derived from a finished index after its manifest (the neighbour index of a large one,
-:mod:`.ann`): checked against the index when read, rebuilt when they do not match it."""
+ITEMS_ARROW_NAME = "items.arrow"
+DERIVED_NAMES = (ANN_NAME, ANN_META_NAME, ITEMS_ARROW_NAME)
+"""Files derived from a large finished index after its manifest (its neighbour index,
+:mod:`.ann`, and its items table memory-mappable, :mod:`.items`): checked against the index
+when read, written again when they do not match it."""
 OPTIONAL_NAMES = (INPUT_STATS_NAME,)
 """Files an index has only in some cases; the manifest lists them when they are there."""
 LATENT_ARRAYS = (

@@ -14,6 +14,7 @@ import torch
 
 from sae_explorer.index.ann import AnnConfig, AnnSearcher, faiss_available, open_ann
 from sae_explorer.index.files import (
+    CHECKSUM,
     CODES_NAMES,
     EMBEDDINGS_NAME,
     INPUT_STATS_NAME,
@@ -22,7 +23,7 @@ from sae_explorer.index.files import (
     CorruptIndexError,
     read_manifest,
 )
-from sae_explorer.index.items import ItemTable, with_modality_dtype
+from sae_explorer.index.items import ItemTable, open_item_table, with_modality_dtype
 from sae_explorer.index.sparse import hist_bin_edges
 
 if TYPE_CHECKING:
@@ -167,9 +168,10 @@ class ActivationIndex:
 
     @cached_property
     def item_table(self) -> ItemTable:
-        """The items table read lazily: the rows asked for, by row group (the same rows and
-        columns as :attr:`items`)."""
-        return ItemTable(self.dpath / ITEMS_NAME, self.n_items)
+        """The items table read lazily, the same rows and columns as :attr:`items`: through a
+        memory-mapped Arrow copy for a large index, else by Parquet row group (:mod:`.items`)."""
+        sha256 = str(self.manifest[CHECKSUM][ITEMS_NAME])
+        return open_item_table(self.dpath, self.n_items, sha256)
 
     @cached_property
     def is_image(self) -> np.ndarray:
@@ -312,9 +314,11 @@ class ActivationIndex:
         more, and faiss installed) rather than an exact pass."""
         return self.n_items >= self.ann_cfg.min_items and faiss_available()
 
-    def prepare_neighbours(self, progress: Progress | None = None) -> None:
-        """Open (or build once, and save) the neighbour index when this index is searched
-        approximately, so that the first query does not wait for it; builds call this."""
+    def prepare_serving(self, progress: Progress | None = None) -> None:
+        """Write, once, what a large index is served from (its memory-mapped items table and
+        its ANN index, when it is searched approximately), so that the app's first page and
+        first query do not wait for them; builds call this."""
+        self.item_table  # noqa: B018 (writes items.arrow from ARROW_MIN_ITEMS items)
         if self.searches_approximately and "ann_searcher" not in self.__dict__:
             self.__dict__["ann_searcher"] = self._open_searcher(progress)
 

@@ -214,7 +214,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(measure(args)))
         return
-    need_gb = args.n_items * D * 2 * 2.6 / 1e9  # source + shards + index copies, codes
+    need_gb = args.n_items * D * 2 * 3.4 / 1e9  # the source, the shards, the index; codes twice
     free_gb = shutil.disk_usage(Path(args.data_dir).parent).free / 1e9
     if not args.measure_only and need_gb > free_gb:
         raise SystemExit(f"needs ~{need_gb:.0f} GB free under {args.data_dir}, has {free_gb:.0f}")

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sae_explorer.precompute",
         "encode a corpus and build the latent activation index",
     ),
+    "index-embeddings": (
+        "sae_explorer.ray_embeddings",
+        "build the index of precomputed embeddings (.npy), in this process or on Ray",
+    ),
     "verify": ("sae_explorer.index.verify", "check an index folder's files against its checksums"),
     "evaluate": (
         "sae_explorer.evaluation.cli",

@@ -155,7 +155,7 @@ def open_published(dpath: Path) -> PublishedIndex:
     if index.manifest.get("key") != record.index_key:
         raise CorruptIndexError("the published index's manifest is for another key")
     thumbs_dpath = dpath / record.thumbs_dir
-    n_images = int((index.items["modality"] == "image").sum())
+    n_images = int(index.is_image.sum())
     for px in record.thumb_sizes:
         found = sum(1 for _ in (thumbs_dpath / str(px)).glob("*.webp"))
         if found != n_images or record.n_images != n_images:

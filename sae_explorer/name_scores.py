@@ -65,7 +65,7 @@ class NameScores(NamedTuple):
 
 def scored_modality(index: ActivationIndex) -> ScoredOn:
     """Images when the index has any, else texts."""
-    return "image" if bool((index.items["modality"] == "image").any()) else "text"
+    return "image" if bool(index.is_image.any()) else "text"
 
 
 def active_matrix(index: ActivationIndex, rows_n: np.ndarray) -> scipy.sparse.csc_matrix:
@@ -146,7 +146,7 @@ def score_candidates(
             f"candidates for {word_ids_lk.shape[0]} latents, the index has {index.n_latents}"
         )
     modality = scored_modality(index)
-    rows_n = np.flatnonzero((index.items["modality"] == modality).to_numpy())
+    rows_n = np.flatnonzero(index.is_image == (modality == "image"))
     x_nd = np.asarray(index.embeddings[rows_n], dtype=np.float32)
     t_vd = np.asarray(embeddings_vd, dtype=np.float32)
     active_nl = active_matrix(index, rows_n)

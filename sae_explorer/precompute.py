@@ -209,6 +209,7 @@ def precompute(
             )
             index = ActivationIndex.load(dpath)
         ensure_names(index, encoder, sae, corpus, cfg, report, cache_root)
+        index.prepare_serving(report)
     return index
 
 
@@ -254,6 +255,7 @@ def index_embeddings(
             builder = IndexBuilder(sae, items, embed, cfg, dpath, key, report, meta, Timer(), stats)
             builder.run(stop_after_chunks)
             index = ActivationIndex.load(dpath)
+        index.prepare_serving(progress)
     return index
 
 

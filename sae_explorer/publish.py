@@ -71,7 +71,7 @@ def stage(
     for name in index_file_names(index):
         shutil.copyfile(index.dpath / name, out_dpath / index_dir / name)
         sha256[name] = file_sha256(out_dpath / index_dir / name)
-    images = [int(i) for i in (index.items["modality"] == "image").to_numpy().nonzero()[0]]
+    images = [int(i) for i in index.is_image.nonzero()[0]]
     _stage_thumbnails(index, images, out_dpath / thumbs_dir, step)
     manifest = index.manifest
     encoder = manifest.get("encoder") or {}

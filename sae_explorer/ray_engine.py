@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -222,6 +222,7 @@ def precompute_on_ray(
             driver = _Driver(ray, models, encoder, sae, corpus, cfg, ray_cfg, dpath, key, plan)
             result = driver.run(cache_root, report)
         ensure_names(result.index, encoder, sae, corpus, cfg, report, cache_root)
+        result.index.prepare_serving(report)
     return result
 
 
@@ -234,18 +235,43 @@ class _Driver:
         self.dpath, self.key, self.plan = Path(dpath), key, plan
         self.ranges = shard_ranges(len(corpus), ray_cfg.shard_size)
 
-    def run(self, cache_root: Path, report: Progress) -> RayBuild:
-        from sae_explorer.precompute import build_meta, corpus_stats_source
+    # what differs between a corpus build and a build from precomputed embeddings
+    def _stats_source(self, cache_root: Path, report: Progress) -> StatsSource:
+        from sae_explorer.precompute import corpus_stats_source
 
-        t0 = time.perf_counter()
-        self.dpath.mkdir(parents=True, exist_ok=True)
-        stats = corpus_stats_source(
+        return corpus_stats_source(
             self.encoder, self.sae, self.corpus, self.cfg, self.plan, cache_root, report
         )
-        meta = build_meta(self.encoder, self.corpus)
+
+    def _build_meta(self) -> dict:
+        from sae_explorer.precompute import build_meta
+
+        return build_meta(self.encoder, self.corpus)
+
+    def _items(self) -> Sequence[CorpusItem]:
+        return self.corpus.items
+
+    def _sources(self) -> tuple[str, str]:
+        """The identity's ``encoder`` and ``corpus``."""
+        return self.encoder.cache_id, self.corpus.manifest_hash
+
+    def _worker(self, identity: ShardIdentity, threads: int) -> tuple[type, tuple]:
+        """The actor class and its constructor's arguments."""
+        return ShardWorker, (self.models, self.cfg, str(self.dpath), identity, self.plan, threads)
+
+    def _shard_args(self, s: int) -> tuple:
+        """The arguments of the actor's ``build`` for shard ``s``."""
+        r = self.ranges[s]
+        return s, r.start, self.corpus.items[r.start : r.stop]
+
+    def run(self, cache_root: Path, report: Progress) -> RayBuild:
+        t0 = time.perf_counter()
+        self.dpath.mkdir(parents=True, exist_ok=True)
+        stats = self._stats_source(cache_root, report)
+        meta = self._build_meta()
         meta["engine"] = {"name": "ray", "shard_size": self.ray_cfg.shard_size}
         builder = IndexBuilder(
-            self.sae, self.corpus.items, _no_embedder, self.cfg, self.dpath, self.key,
+            self.sae, self._items(), _no_embedder, self.cfg, self.dpath, self.key,
             report, meta, Timer(), stats,
         )  # fmt: skip
         identity = self._start(builder, stats)
@@ -271,9 +297,9 @@ class _Driver:
         return ShardIdentity(
             schema=SCHEMA,
             key=self.key,
-            encoder=self.encoder.cache_id,
+            encoder=self._sources()[0],
             sae=self.sae.content_hash,
-            corpus=self.corpus.manifest_hash,
+            corpus=self._sources()[1],
             top_k=cfg.top_k,
             top_m=cfg.top_m,
             n_samples=cfg.n_samples,
@@ -326,9 +352,7 @@ class _Driver:
             while queue or running:
                 while queue and idle:
                     actor, s = idle.pop(), queue.popleft()
-                    r = self.ranges[s]
-                    items = self.corpus.items[r.start : r.stop]
-                    running[actor.build.remote(s, r.start, items)] = (actor, s)
+                    running[actor.build.remote(*self._shard_args(s))] = (actor, s)
                 (ref,), _ = ray.wait(list(running), num_returns=1)
                 actor, s = running.pop(ref)
                 try:
@@ -374,8 +398,8 @@ class _Driver:
             options = {"num_cpus": rc.cpus_per_actor}
             n_actors = max(1, int(resources.get("CPU", 1)) // rc.cpus_per_actor)
             threads = rc.cpus_per_actor
-        actor_cls = ray.remote(ShardWorker).options(max_restarts=0, **options)
-        args = (self.models, self.cfg, str(self.dpath), identity, self.plan, threads)
+        worker_cls, args = self._worker(identity, threads)
+        actor_cls = ray.remote(worker_cls).options(max_restarts=0, **options)
         return (lambda: actor_cls.remote(*args)), (rc.n_actors or n_actors)
 
 

@@ -25,7 +25,7 @@ def unlabelled(explorer):
     bare = copy.copy(explorer)
     bare.__dict__.pop("label_codes", None)
     bare.__dict__.pop("latent_table", None)
-    bare.items = explorer.items.assign(label=None)
+    bare.items = explorer.index.items.assign(label=None)  # a DataFrame serves as the table
     return bare
 
 

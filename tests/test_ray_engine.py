@@ -131,3 +131,39 @@ def test_cli_engine_ray(cluster, reference, ray_cache, capsys):
     from sae_explorer.index import ActivationIndex
 
     assert_same_as_reference(reference, ActivationIndex.load(index_dpath))
+
+
+# --------------------------------------------------------------------------- from embeddings
+def test_embeddings_on_ray_equal_the_single_process_index(cluster, tmp_path, capsys):
+    """A .npy of precomputed embeddings built on Ray (no CLIP) into the index that
+    ``index_embeddings`` writes from the same rows; a file of the wrong width is refused."""
+    from sae_explorer.checkpoints import load_sae
+    from sae_explorer.precompute import index_embeddings
+    from sae_explorer.ray_embeddings import index_embeddings_on_ray
+    from sae_explorer.ray_embeddings import main as embeddings_main
+
+    sae = load_sae(MODELS.sae)
+    x_nd = np.random.default_rng(5).standard_normal((100, sae.n_inputs)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x_nd)
+    reference = index_embeddings(sae, x_nd, tmp_path / "single", CFG)
+    build = index_embeddings_on_ray(MODELS.sae, tmp_path / "x.npy", tmp_path / "ray", CFG, RAY_CFG)
+    assert build.computed == [0, 1, 2, 3]
+    assert build.index.manifest["key"] == reference.manifest["key"]
+    for name in reference.manifest["files"]:
+        a, b = reference.dpath / name, build.index.dpath / name
+        if name == "latent_sum.npy":
+            np.testing.assert_allclose(np.load(b), np.load(a), rtol=1e-9)
+        elif name.endswith(".npy"):
+            assert np.array_equal(np.load(a), np.load(b)), name
+    assert build.index.items.equals(reference.items)
+    assert build.index.manifest["engine"]["name"] == "ray"
+
+    argv = ["--sae", MODELS.sae, "--embeddings", str(tmp_path / "x.npy"), "--out"]
+    argv += [str(tmp_path / "ray"), "--top-k", "16", "--top-m", "6", "--n-samples", "8"]
+    argv += ["--chunk-size", "16", "--engine", "ray", "--ray-shard-size", "32"]
+    assert embeddings_main(argv) == 0  # the command finds the index built above
+    assert "ray: 0 shards built, 4 found built" in capsys.readouterr().out
+
+    np.save(tmp_path / "narrow.npy", x_nd[:, :8])
+    with pytest.raises(ValueError, match="holds 8-d embeddings, the SAE takes"):
+        index_embeddings_on_ray(MODELS.sae, tmp_path / "narrow.npy", tmp_path / "r2", CFG, RAY_CFG)

@@ -428,7 +428,7 @@ def test_clicking_a_corpus_example_inspects_it(explorer):
 
 def test_heatmaps_of_an_inspected_image(explorer, red_circle, tmp_path):
     silent = lambda *args, **kwargs: None  # noqa: E731
-    item = int(explorer.items.index[explorer.items["modality"] == "image"][0])
+    item = int(explorer.modality_rows["image"][0])
     query = explorer.item_query(item)
     gallery = heatmap_panel.heatmap_gallery(explorer, query, None, "", "occlusion", silent)
     top = [int(i) for i in explorer.top_latents(query, 4)["latent"]]

@@ -36,13 +36,23 @@ def top_examples(explorer: Explorer, latent_id: int, m: int) -> pd.DataFrame:
     return normalise_examples(explorer.index.top_examples(latent_id, m))
 
 
+SCAN_MAX_ROWS = 1_000_000
+"""Above this many items of a modality, :func:`top_items` reads the index's top list instead
+of scanning every stored embedding (at 10M items a scan reads 10 GB per page)."""
+
+
 def top_items(explorer: Explorer, latent_id: int, n: int, modality: Modality) -> pd.DataFrame:
     """The ``n`` corpus items of one modality where the latent is strongest: item, value,
     modality, label. Recomputed from the stored embeddings (one latent: a matrix-vector
-    product), because the index's top list mixes modalities and captions often fill it."""
+    product), because the index's top list mixes modalities and captions often fill it; above
+    :data:`SCAN_MAX_ROWS` items of the modality, that modality's part of the top list (the
+    same items, but at most ``top_m`` of both modalities together)."""
     rows = explorer.modality_rows[modality]
     if n <= 0 or rows.size == 0:
         return top_examples(explorer, latent_id, 0)
+    if rows.size > SCAN_MAX_ROWS:
+        top = top_examples(explorer, latent_id, None)
+        return top[top["modality"] == modality].head(n).reset_index(drop=True)
     z_n = latent_activations(explorer, latent_id, rows, modality)
     order = np.argsort(-z_n, kind="stable")[:n]
     order = order[z_n[order] > 0]

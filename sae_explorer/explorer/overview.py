@@ -107,7 +107,7 @@ def compute_overview(explorer: Explorer, batch_size: int = 512) -> Overview:
 def corpus_evaluation(explorer: Explorer, batch_size: int) -> Evaluation:
     """``evaluate`` over the index's embeddings, its label columns classified zero-shot with the
     loaded CLIP's prompts (no fidelity, and a note saying why, without labels)."""
-    items = explorer.items
+    items = explorer.index.items  # a whole-corpus pass: the whole table
     tasks = label_tasks(items)
     prompts = prompts_for_items(
         items,

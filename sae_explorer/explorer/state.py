@@ -40,6 +40,7 @@ from sae_explorer.sae import SAE
 if TYPE_CHECKING:
     from sae_explorer.encoder import ClipEncoder
     from sae_explorer.index import ActivationIndex
+    from sae_explorer.index.items import ItemTable
     from sae_explorer.naming import LatentNames
     from sae_explorer.progress import Progress
 
@@ -104,10 +105,12 @@ class Explorer:
         self.max_act_l = np.asarray(index.max_act, dtype=np.float64)
         self.mean_act_l = np.asarray(index.mean_act, dtype=np.float64)
         self.levels_l = np.asarray(index.levels, dtype=np.int64)
-        self.items = index.items.reset_index(drop=True)
-        modality_n = self.items["modality"].to_numpy()
+        self.items: ItemTable = index.item_table
+        """The items table, read lazily (the row groups of the rows a page shows)."""
+        is_image_n = index.is_image
         self.modality_rows: dict[Modality, np.ndarray] = {
-            m: np.flatnonzero(modality_n == m) for m in ("image", "text")
+            "image": np.flatnonzero(is_image_n),
+            "text": np.flatnonzero(~is_image_n),
         }
         """Index rows of each modality."""
         with torch.inference_mode():

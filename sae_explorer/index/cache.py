@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from sae_explorer.index.files import (
     BUILD_ONLY_NAMES,
+    DERIVED_NAMES,
     MANIFEST_NAME,
     OPTIONAL_NAMES,
     PROGRESS_NAME,
@@ -173,7 +174,7 @@ def open_finished(dpath: Path, key: str) -> tuple[ActivationIndex, dict[str, int
         raise CorruptIndexError(f"{dpath} holds an index for another key")
     check = check_files(dpath, manifest)
     index = ActivationIndex(dpath, manifest)
-    index.items  # noqa: B018 (read now: an unreadable table means rebuild, not a failed start)
+    index.item_table  # noqa: B018 (opened now: an unreadable table means rebuild, not a failed start)
     index.input_stats  # noqa: B018
     return index, (check.mtime_ns if check.hashed else None)
 
@@ -234,7 +235,7 @@ def clear_index_dpath(dpath: Path, keep: bool = False) -> None:
 
     assert Path(dpath).absolute() in _locked, f"clearing {dpath} without holding its build lock"
     ours = {
-        MANIFEST_NAME, *index_file_names(), *OPTIONAL_NAMES, NAMES_FILE, NAMES_META,
+        MANIFEST_NAME, *index_file_names(), *OPTIONAL_NAMES, *DERIVED_NAMES, NAMES_FILE, NAMES_META,
         PROGRESS_NAME, STATE_NAME, *BUILD_ONLY_NAMES.values(),
     }  # fmt: skip
     paths = list(dpath.iterdir())

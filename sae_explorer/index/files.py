@@ -27,6 +27,13 @@ ITEMS_NAME = "items.parquet"
 EMBEDDINGS_NAME = "embeddings.npy"
 CODES_NAMES = ("codes_indptr.npy", "codes_ids.npy", "codes_values.npy")
 INPUT_STATS_NAME = "input_stats.npz"
+ANN_NAME = "ann.faiss"
+ANN_META_NAME = "ann.json"
+ITEMS_ARROW_NAME = "items.arrow"
+DERIVED_NAMES = (ANN_NAME, ANN_META_NAME, ITEMS_ARROW_NAME)
+"""Files derived from a large finished index after its manifest (its neighbour index,
+:mod:`.ann`, and its items table memory-mappable, :mod:`.items`): checked against the index
+when read, written again when they do not match it."""
 OPTIONAL_NAMES = (INPUT_STATS_NAME,)
 """Files an index has only in some cases; the manifest lists them when they are there."""
 LATENT_ARRAYS = (

@@ -1,28 +1,59 @@
-"""The items table of an index (``items.parquet``): one row per indexed item."""
+"""The items table of an index (``items.parquet``): one row per indexed item, written in row
+groups of :data:`ROWS_PER_GROUP` and read lazily (:class:`ItemTable`): a page reads the rows it
+shows and the columns it filters on, never the whole table; from :data:`ARROW_MIN_ITEMS` items
+through a memory-mapped Arrow IPC copy (``items.arrow``, checked against the Parquet file's
+checksum and rewritten when it does not match), below by Parquet row group."""
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from sae_explorer.atomic import atomic_path
-from sae_explorer.index.files import ITEMS_NAME
+from sae_explorer.index.files import ITEMS_ARROW_NAME, ITEMS_NAME, CorruptIndexError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from sae_explorer.corpus import CorpusItem
 
+log = logging.getLogger(__name__)
+
+ROWS_PER_GROUP = 8192
+"""Rows per Parquet row group: what reading one item costs (at 10M items, ~1,200 groups)."""
+GROUPS_CACHED = 64
+"""Row groups an :class:`ItemTable` keeps decoded (the last ones read)."""
+ARROW_MIN_ITEMS = 100_000
+"""From this many items, an index is served from a memory-mapped Arrow copy of its items table
+(``items.arrow``, written once): reading the row groups of 40 random rows out of 10M costs more
+than a page may."""
+REQUIRED_COLUMNS = ("item_id", "modality", "source")
+MODALITY_DTYPE = pd.CategoricalDtype(["image", "text"])
+"""The ``modality`` column as read, whole or by row group (Parquet keeps only the values a
+row group uses)."""
+
+
+def with_modality_dtype(df: pd.DataFrame) -> pd.DataFrame:
+    df["modality"] = df["modality"].astype(MODALITY_DTYPE)
+    return df
+
 
 def items_table(
-    items: Sequence[CorpusItem], corpus_idx_n: np.ndarray, n_active_n: np.ndarray
+    items: Sequence[CorpusItem],
+    corpus_idx_n: np.ndarray,
+    n_active_n: np.ndarray,
+    attribute_names: Sequence[str] = (),
 ) -> pa.Table:
-    """The items table of an index (Arrow): corpus columns, ``n_active``, ground truth as
-    ``attr_*``. Built with pyarrow alone: pandas would add its import and a copy of every
-    string to the build's peak memory."""
+    """The items table of the items at corpus positions ``corpus_idx_n`` (Arrow): corpus
+    columns, ``n_active``, ground truth as ``attr_*`` (one per ``attribute_names``). Built with
+    pyarrow alone: pandas would add its import and a copy of every string to the build's peak
+    memory. Every column's type is fixed, so row groups written apart share one schema."""
     import pyarrow as pa
 
     chosen = [items[int(i)] for i in corpus_idx_n]
@@ -32,23 +63,210 @@ def items_table(
         "item_id": pa.array([it.item_id for it in chosen], pa.string()),
         "modality": pa.DictionaryArray.from_arrays(modality_n, pa.array(modalities)),
         "source": pa.array([it.source for it in chosen], pa.string()),
-        "label": pa.array([it.label for it in chosen]),
+        "label": pa.array([it.label for it in chosen], pa.string()),
         "corpus_idx": pa.array(corpus_idx_n.astype(np.int64)),
         "n_active": pa.array(n_active_n.astype(np.int32)),
     }
-    names: dict[str, None] = {}
-    for it in chosen:
-        names.update(dict.fromkeys(it.attributes or ()))
-    for name in names:
-        columns[f"attr_{name}"] = pa.array([(it.attributes or {}).get(name) for it in chosen])
+    for name in attribute_names:
+        values = [(it.attributes or {}).get(name) for it in chosen]
+        columns[f"attr_{name}"] = pa.array(values, pa.string())
     return pa.table(columns)
+
+
+def attribute_names(items: Sequence[CorpusItem], corpus_idx_n: np.ndarray) -> list[str]:
+    """The ground-truth attributes any of the chosen items has, in first-seen order."""
+    names: dict[str, None] = {}
+    for i in corpus_idx_n:
+        names.update(dict.fromkeys(items[int(i)].attributes or ()))
+    return list(names)
 
 
 def write_items(
     dpath: Path, items: Sequence[CorpusItem], corpus_idx_n: np.ndarray, n_active_n: np.ndarray
 ) -> None:
-    """Write ``items.parquet`` for the items at corpus positions ``corpus_idx_n``."""
+    """Write ``items.parquet`` for the items at corpus positions ``corpus_idx_n``, one row
+    group at a time (the build never holds the whole table)."""
     import pyarrow.parquet as pq
 
+    names = attribute_names(items, corpus_idx_n)
     with atomic_path(dpath / ITEMS_NAME) as tmp:
-        pq.write_table(items_table(items, corpus_idx_n, n_active_n), tmp)
+        writer = None
+        try:
+            for lo in range(0, max(len(corpus_idx_n), 1), ROWS_PER_GROUP):
+                part = slice(lo, lo + ROWS_PER_GROUP)
+                table = items_table(items, corpus_idx_n[part], n_active_n[part], names)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table, row_group_size=ROWS_PER_GROUP)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+def write_items_arrow(dpath: Path, items_sha256: str) -> None:
+    """``items.arrow``: ``items.parquet`` as an uncompressed Arrow IPC file that a reader
+    memory-maps (any row in microseconds, no row group decoded), copied row group by row group
+    and stamped with the Parquet file's checksum and row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(Path(dpath) / ITEMS_NAME)
+    stamp = {
+        b"items_sha256": items_sha256.encode(),
+        b"n_items": str(source.metadata.num_rows).encode(),
+    }
+    schema = source.schema_arrow.with_metadata(stamp)
+    with atomic_path(Path(dpath) / ITEMS_ARROW_NAME) as tmp, pa.ipc.new_file(tmp, schema) as writer:
+        for g in range(source.metadata.num_row_groups):
+            writer.write_table(source.read_row_group(g).replace_schema_metadata(stamp))
+
+
+def open_items_arrow(dpath: Path, items_sha256: str, n_items: int) -> pa.Table | str:
+    """The memory-mapped ``items.arrow`` of an index whose ``items.parquet`` has the checksum
+    ``items_sha256``, or why it cannot serve (missing, unreadable, of another table)."""
+    import pyarrow as pa
+
+    fpath = Path(dpath) / ITEMS_ARROW_NAME
+    if not fpath.is_file():
+        return f"there is no {ITEMS_ARROW_NAME}"
+    try:
+        table = pa.ipc.open_file(pa.memory_map(str(fpath))).read_all()
+    except (OSError, pa.ArrowInvalid) as e:
+        return f"{ITEMS_ARROW_NAME} cannot be read ({e})"
+    stamp = table.schema.metadata or {}
+    found = (stamp.get(b"items_sha256", b"").decode(), len(table))
+    if found != (items_sha256, n_items):
+        return (
+            f"{ITEMS_ARROW_NAME} holds {found[1]} rows copied from items with checksum "
+            f"{found[0][:12]!r}; the index has {n_items} rows with checksum {items_sha256[:12]!r}"
+        )
+    return table
+
+
+class ItemTable:
+    """The items table read lazily, with the part of the ``pandas.DataFrame`` interface the
+    explorer uses: ``len``, ``columns``, ``iloc[rows]`` and ``table[column]`` (one whole
+    column, read once). Rows come from ``arrow`` (the memory-mapped ``items.arrow``) when given,
+    else from ``items.parquet``'s row groups holding them (:data:`GROUPS_CACHED` kept). Rows and
+    columns equal the eager table's (``pq.read_table(...).to_pandas()``)."""
+
+    def __init__(self, fpath: Path, n_items: int, arrow: pa.Table | None = None) -> None:
+        import pyarrow.parquet as pq
+
+        self.fpath, self.arrow = Path(fpath), arrow
+        try:
+            self.file = pq.ParquetFile(self.fpath)
+        except Exception as e:  # pyarrow raises its own kinds for a damaged file
+            raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.fpath.parent}: {e}") from e
+        names = self.file.schema_arrow.names
+        if self.file.metadata.num_rows != n_items or not set(REQUIRED_COLUMNS) <= set(names):
+            raise CorruptIndexError(
+                f"{ITEMS_NAME} in {self.fpath.parent} has {self.file.metadata.num_rows} rows "
+                f"and columns {names}; expected {n_items} rows of items"
+            )
+        meta = self.file.metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        self.group_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.columns = pd.Index(names)
+        self.iloc = _Rows(self)
+        self._groups: OrderedDict[int, pa.Table] = OrderedDict()
+        self._columns: dict[str, pd.Series] = {}
+
+    def __len__(self) -> int:
+        return int(self.group_starts[-1])
+
+    def __repr__(self) -> str:
+        return f"ItemTable({str(self.fpath)!r}, n_items={len(self)})"
+
+    def _group(self, g: int) -> pa.Table:
+        if g in self._groups:
+            self._groups.move_to_end(g)
+            return self._groups[g]
+        try:
+            table = self.file.read_row_group(g)
+        except Exception as e:
+            raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.fpath.parent}: {e}") from e
+        self._groups[g] = table
+        if len(self._groups) > GROUPS_CACHED:
+            self._groups.popitem(last=False)
+        return table
+
+    def rows(self, rows_n: np.ndarray) -> pd.DataFrame:
+        """The rows ``rows_n`` (in that order, repeats kept), index 0..len-1."""
+        rows_n = np.asarray(rows_n, dtype=np.int64).reshape(-1)
+        if rows_n.size and (rows_n.min() < -len(self) or rows_n.max() >= len(self)):
+            raise IndexError(f"item rows must be in [0, {len(self)}), got {rows_n}")
+        rows_n = np.where(rows_n < 0, rows_n + len(self), rows_n)
+        if self.arrow is not None:
+            return _frame(self.arrow.take(rows_n))
+        if rows_n.size == 0:
+            return _frame(self._group(0).slice(0, 0))
+        import pyarrow as pa
+
+        group_n = np.searchsorted(self.group_starts, rows_n, side="right") - 1
+        order = np.argsort(group_n, kind="stable")  # rows grouped by row group
+        parts = [
+            self._group(int(g)).take(rows_n[order][group_n[order] == g] - self.group_starts[g])
+            for g in np.unique(group_n)
+        ]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return _frame(pa.concat_tables(parts).take(inverse))
+
+    def __getitem__(self, column: str) -> pd.Series:
+        """One whole column (read once, then kept)."""
+        if column not in self._columns:
+            if column not in self.columns:
+                raise KeyError(column)
+            if self.arrow is not None:
+                table = self.arrow.select([column])
+            else:
+                table = self.file.read(columns=[column])
+            series = table.combine_chunks().to_pandas()[column]
+            self._columns[column] = (
+                series.astype(MODALITY_DTYPE) if column == "modality" else series
+            )
+        return self._columns[column]
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    return with_modality_dtype(table.combine_chunks().to_pandas())
+
+
+class _Rows:
+    """``ItemTable.iloc``: an int gives one row (a Series), anything else a DataFrame."""
+
+    def __init__(self, table: ItemTable) -> None:
+        self.table = table
+
+    def __getitem__(self, rows) -> pd.DataFrame | pd.Series:
+        if isinstance(rows, (int, np.integer)):
+            row = int(rows) + (len(self.table) if rows < 0 else 0)
+            return self.table.rows(np.array([row])).iloc[0].rename(row)
+        if isinstance(rows, slice):
+            rows = np.arange(len(self.table))[rows]
+        return self.table.rows(np.asarray(rows))
+
+
+def open_item_table(dpath: Path, n_items: int, items_sha256: str) -> ItemTable:
+    """The items table of an index as it is served: from :data:`ARROW_MIN_ITEMS` items through
+    ``items.arrow`` (written first when it is missing or does not match ``items.parquet``; a
+    mismatch is logged, never served), else, or where it cannot be written, by row group."""
+    dpath, arrow = Path(dpath), None
+    if n_items >= ARROW_MIN_ITEMS:
+        opened = open_items_arrow(dpath, items_sha256, n_items)
+        if isinstance(opened, str):
+            if (dpath / ITEMS_ARROW_NAME).exists():
+                log.warning(
+                    "not serving %s in %s: %s; writing it again", ITEMS_ARROW_NAME, dpath, opened
+                )
+            try:
+                write_items_arrow(dpath, items_sha256)
+                opened = open_items_arrow(dpath, items_sha256, n_items)
+            except OSError as e:  # a read-only cache: read the Parquet file
+                opened = f"it could not be written ({e})"
+        if isinstance(opened, str):
+            log.warning("items of %s read by Parquet row group: %s", dpath, opened)
+        else:
+            arrow = opened
+    return ItemTable(dpath / ITEMS_NAME, n_items, arrow)

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
+from sae_explorer.index.ann import AnnConfig, AnnSearcher, faiss_available, open_ann
 from sae_explorer.index.files import (
+    CHECKSUM,
     CODES_NAMES,
     EMBEDDINGS_NAME,
     INPUT_STATS_NAME,
@@ -21,6 +23,7 @@ from sae_explorer.index.files import (
     CorruptIndexError,
     read_manifest,
 )
+from sae_explorer.index.items import ItemTable, open_item_table, with_modality_dtype
 from sae_explorer.index.sparse import hist_bin_edges
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 
     from sae_explorer.modality_stats import ModalityStats
     from sae_explorer.naming import LatentNames
+    from sae_explorer.progress import Progress
 
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,9 @@ class LatentSummary(NamedTuple):
 
 class ActivationIndex:
     """A finished index, memory-mapped. Item indices are row numbers of :attr:`items`."""
+
+    ann_cfg: AnnConfig = AnnConfig()
+    """When :meth:`nearest` searches approximately (set per index before the first search)."""
 
     def __init__(self, dpath: Path, manifest: dict) -> None:
         self.dpath = Path(dpath)
@@ -141,12 +148,15 @@ class ActivationIndex:
     # ------------------------------------------------------------------ items
     @cached_property
     def items(self) -> pd.DataFrame:
-        """One row per item: item_id, modality, source, label (+ corpus_idx, n_active, attr_*)."""
+        """One row per item: item_id, modality, source, label (+ corpus_idx, n_active, attr_*),
+        the whole table in memory (exports, tests, small indexes); pages read
+        :attr:`item_table`."""
         import pyarrow.parquet as pq
 
         # One chunk per column: row lookups (iloc) on chunked Arrow strings cost O(chunks).
         try:
-            items = pq.read_table(self.dpath / ITEMS_NAME).combine_chunks().to_pandas()
+            table = pq.read_table(self.dpath / ITEMS_NAME).combine_chunks()
+            items = with_modality_dtype(table.to_pandas())
         except Exception as e:  # pyarrow raises its own kinds for a damaged file
             raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.dpath}: {e}") from e
         if len(items) != self.n_items or not {"item_id", "modality", "source"} <= set(items):
@@ -157,11 +167,19 @@ class ActivationIndex:
         return items
 
     @cached_property
-    def _is_image(self) -> np.ndarray:
-        return (self.items["modality"] == "image").to_numpy()
+    def item_table(self) -> ItemTable:
+        """The items table read lazily, the same rows and columns as :attr:`items`: through a
+        memory-mapped Arrow copy for a large index, else by Parquet row group (:mod:`.items`)."""
+        sha256 = str(self.manifest[CHECKSUM][ITEMS_NAME])
+        return open_item_table(self.dpath, self.n_items, sha256)
+
+    @cached_property
+    def is_image(self) -> np.ndarray:
+        """bool [n_items]: which items are images."""
+        return (self.item_table["modality"] == "image").to_numpy()
 
     def _item_rows(self, item_idx: np.ndarray, **columns: np.ndarray) -> pd.DataFrame:
-        rows = self.items.iloc[item_idx].reset_index(drop=True)
+        rows = self.item_table.rows(item_idx)
         rows.insert(0, "item_idx", item_idx.astype(np.int64))
         for pos, (name, values) in enumerate(columns.items(), start=1):
             rows.insert(pos, name, values)
@@ -235,7 +253,7 @@ class ActivationIndex:
 
         if not 0 <= item_idx < self.n_items:
             raise ValueError(f"item_idx must be in [0, {self.n_items}), got {item_idx}")
-        row = self.items.iloc[int(item_idx)]
+        row = self.item_table.iloc[int(item_idx)]
         return load_item_image(CorpusItem(row["item_id"], row["modality"], row["source"]))
 
     def item_codes(self, item_idx: int) -> ItemCodes:
@@ -265,13 +283,18 @@ class ActivationIndex:
     def nearest(
         self, x_d: np.ndarray | torch.Tensor, k: int = 10, modality: str | None = None
     ) -> pd.DataFrame:
-        """Items whose embeddings are most cosine-similar to ``x_d`` (a CLIP embedding)."""
+        """Items whose embeddings are most cosine-similar to ``x_d`` (a CLIP embedding), most
+        similar first: an exact pass over the embeddings below ``ann_cfg.min_items`` items,
+        else the ANN index's candidates re-ranked by their exact cosine (:mod:`.ann`)."""
         if modality not in (None, "image", "text"):
             raise ValueError(f"modality must be None, 'image' or 'text', got {modality!r}")
         q = np.asarray(x_d.detach().cpu() if isinstance(x_d, torch.Tensor) else x_d, np.float32)
         if q.shape != (self.embed_dim,):
             raise ValueError(f"expected one {self.embed_dim}-d embedding, got shape {q.shape}")
         q = q / max(float(np.linalg.norm(q)), 1e-12)
+        if self.searches_approximately:
+            top, sims = self.ann_searcher.search(q, k, modality)
+            return self._item_rows(top, similarity=sims)
         sims = np.empty(self.n_items, dtype=np.float32)
         step = 65536
         for lo in range(0, self.n_items, step):
@@ -279,11 +302,35 @@ class ActivationIndex:
             norms = np.linalg.norm(block, axis=1).clip(min=1e-12)
             sims[lo : lo + step] = block @ q / norms
         if modality is not None:
-            sims[self._is_image != (modality == "image")] = -np.inf
+            sims[self.is_image != (modality == "image")] = -np.inf
         k = min(k, int(np.isfinite(sims).sum()))
         top = np.argpartition(-sims, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
         top = top[np.argsort(-sims[top], kind="stable")]
         return self._item_rows(top, similarity=sims[top])
+
+    @property
+    def searches_approximately(self) -> bool:
+        """Whether :meth:`nearest` goes through the ANN index (``ann_cfg.min_items`` items or
+        more, and faiss installed) rather than an exact pass."""
+        return self.n_items >= self.ann_cfg.min_items and faiss_available()
+
+    def prepare_serving(self, progress: Progress | None = None) -> None:
+        """Write, once, what a large index is served from (its memory-mapped items table and
+        its ANN index, when it is searched approximately), so that the app's first page and
+        first query do not wait for them; builds call this."""
+        self.item_table  # noqa: B018 (writes items.arrow from ARROW_MIN_ITEMS items)
+        if self.searches_approximately and "ann_searcher" not in self.__dict__:
+            self.__dict__["ann_searcher"] = self._open_searcher(progress)
+
+    @cached_property
+    def ann_searcher(self) -> AnnSearcher:
+        """Neighbour search through the index's ANN index (``ann.faiss``, opened memory-mapped;
+        built first if it is missing or does not match these embeddings)."""
+        return self._open_searcher(None)
+
+    def _open_searcher(self, progress: Progress | None) -> AnnSearcher:
+        ann = open_ann(self, self.ann_cfg, progress)
+        return AnnSearcher(ann, self.embeddings, self.is_image, self.ann_cfg)
 
     @cached_property
     def input_stats(self) -> ModalityStats:

@@ -8,6 +8,10 @@ uniform) of the per-level mean squared errors in model space. Decoder rows stay 
 gradient component parallel to each row is projected out before the AdamW step and the rows are
 renormalised after it (encoder columns and latent biases rescaled to keep the function).
 Gradients are clipped by global norm. A ReLU SAE adds ``l1_coefficient * mean_b sum_l |z|``.
+Dead latents (never in the last level's code for ``dead_steps`` steps) can get Gao et al.'s AuxK
+loss (``aux_loss="auxk"``), and dead (or dense) latents can be resampled toward badly
+reconstructed inputs every ``resample_every`` steps (``resample``); see
+:mod:`sae_explorer.dead_latents`.
 
 Held-out metrics (input space, the model's own sparse code of its last level): FVU, mean cosine
 between input and reconstruction, L0, and dead latents (full latents never active on the held-out
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor
 
 from sae_explorer.cli import add_dataclass_args, dataclass_from_args, doc
+from sae_explorer.dead_latents import LatentActivity, auxk_loss, resample_latents
 from sae_explorer.progress import Progress
 from sae_explorer.sae import (
     ACTIVATIONS,
@@ -42,6 +47,10 @@ from sae_explorer.sae import (
 )
 
 ARCHITECTURES = ("matryoshka", "topk", "relu")
+AuxLoss = Literal["none", "auxk"]
+AUX_LOSSES: tuple[str, ...] = get_args(AuxLoss)
+Resample = Literal["none", "dead", "dead_and_dense"]
+RESAMPLES: tuple[str, ...] = get_args(Resample)
 TrainingModality = Literal["image", "text", "both"]
 TRAINING_MODALITIES: tuple[str, ...] = get_args(TrainingModality)
 CHUNK_ROWS = 65_536  # rows per chunk for statistics over (memory-mapped) data
@@ -74,6 +83,33 @@ class TrainConfig:
     normalize: bool = field(default=False, metadata=doc("per-sample normalisation in the SAE"))
     tied: bool = field(default=False, metadata=doc("tie decoder to the encoder transpose"))
     soft_cap: float = field(default=0.0, metadata=doc("latent soft cap (0 = off)"))
+    aux_loss: AuxLoss = field(
+        default="none",
+        metadata=doc(
+            f"auxiliary loss for dead latents, one of {AUX_LOSSES}: auxk (Gao et al. 2024) makes "
+            "the top aux_k dead latents reconstruct the residual"
+        ),
+    )
+    aux_k: int = field(default=0, metadata=doc("latents in the AuxK term (0: n_inputs // 2)"))
+    aux_coefficient: float = field(default=1 / 32, metadata=doc("weight of the AuxK term"))
+    dead_steps: int = field(
+        default=50, metadata=doc("a latent not active for this many steps is dead (AuxK)")
+    )
+    resample: Resample = field(
+        default="none",
+        metadata=doc(
+            f"re-initialise latents every resample_every steps, one of {RESAMPLES}: those that "
+            "never fired in the window, and with dead_and_dense also those that fired on more "
+            "than dense_fraction of its samples"
+        ),
+    )
+    resample_every: int = field(default=200, metadata=doc("steps between resamplings"))
+    resample_until: float = field(
+        default=0.5, metadata=doc("share of the steps after which resampling stops")
+    )
+    dense_fraction: float = field(
+        default=0.5, metadata=doc("dead_and_dense: a latent firing on more than this is dense")
+    )
     val_fraction: float = field(default=0.05, metadata=doc("held-out share for metrics"))
     seed: int = field(default=0, metadata=doc("random seed (init, split, shuffling)"))
     device: str | None = field(default=None, metadata=doc("torch device (default: cuda if any)"))
@@ -109,6 +145,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self._check_dead_latent_options()
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.training_modality not in (None, *TRAINING_MODALITIES):
@@ -116,6 +153,23 @@ class TrainConfig:
                 f"unknown training_modality {self.training_modality!r}; choose one of "
                 f"{TRAINING_MODALITIES} or leave it unset"
             )
+
+    def _check_dead_latent_options(self) -> None:
+        if self.aux_loss not in AUX_LOSSES:
+            raise ValueError(f"unknown aux_loss {self.aux_loss!r}; choose one of {AUX_LOSSES}")
+        if self.resample not in RESAMPLES:
+            raise ValueError(f"unknown resample {self.resample!r}; choose one of {RESAMPLES}")
+        if not 0 <= self.aux_k <= self.n_latents:
+            raise ValueError(f"aux_k must be in [0, n_latents={self.n_latents}], got {self.aux_k}")
+        if not self.aux_coefficient >= 0:
+            raise ValueError(f"aux_coefficient must be >= 0, got {self.aux_coefficient}")
+        for name in ("dead_steps", "resample_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.dense_fraction <= 1:
+            raise ValueError(f"dense_fraction must be in (0, 1], got {self.dense_fraction}")
+        if not 0 <= self.resample_until <= 1:
+            raise ValueError(f"resample_until must be in [0, 1], got {self.resample_until}")
 
     def sae_config(self, n_inputs: int, scaling_factor: float) -> SAEConfig:
         common = dict(
@@ -319,6 +373,80 @@ def train_sae(
         torch.set_num_threads(previous_threads)
 
 
+class _Stepper:
+    """One optimisation step at a time: losses (with AuxK), the update, the decoder constraint,
+    latent activity, and resampling at its steps."""
+
+    def __init__(self, sae: SAE, cfg: TrainConfig, total_steps: int) -> None:
+        self.sae, self.cfg, self.total_steps = sae, cfg, total_steps
+        device = sae.encoder.device
+        self.level_w = _level_weights(sae.cfg, device)
+        self.optimizer = torch.optim.AdamW(
+            sae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        warmup = max(1, int(cfg.warmup_fraction * total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup)
+        )
+        self.activity = LatentActivity(sae.n_latents, device)
+        self.aux_k = cfg.aux_k or max(1, sae.n_inputs // 2)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.n_resampled = 0
+        self.steps = 0
+
+    def step(self, x_bd: Tensor) -> Tensor:
+        """One step on a CLIP-space batch; returns the (main + auxiliary) loss."""
+        sae, cfg = self.sae, self.cfg
+        xm_bd = sae.preprocess(x_bd)
+        out = sae.level_forward(xm_bd)
+        mse_levels = torch.stack([(recon - xm_bd).pow(2).mean() for recon in out.recons])
+        loss = (mse_levels * self.level_w).sum()
+        if cfg.architecture == "relu":
+            loss = loss + cfg.l1_coefficient * out.full_bl.abs().sum(-1).mean()
+        if cfg.aux_loss == "auxk":
+            dead_l = self.activity.dead_mask(cfg.dead_steps)
+            aux = auxk_loss(sae, xm_bd, out.recons[-1], out.pre_bl, dead_l, self.aux_k)
+            loss = loss + cfg.aux_coefficient * aux
+        self.activity.update(sae.sparse_codes(out.pre_bl.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        project_decoder_grads(sae)
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        renormalize_decoder(sae)
+        self.steps += 1
+        if self._resamples_now():
+            dense = cfg.dense_fraction if cfg.resample == "dead_and_dense" else None
+            mask_l = self.activity.window_dead_and_dense(dense)
+            with torch.no_grad():
+                self.n_resampled += resample_latents(
+                    sae, self.optimizer, mask_l, xm_bd, self.generator
+                )
+            self.activity.start_window()
+        return loss
+
+    def _resamples_now(self) -> bool:
+        return (
+            self.cfg.resample != "none"
+            and self.steps % self.cfg.resample_every == 0
+            and self.steps <= self.cfg.resample_until * self.total_steps
+        )
+
+
+def _init_sae(cfg: TrainConfig, n_inputs: int, stats: DataStats, device: torch.device) -> SAE:
+    sae = SAE(
+        cfg.sae_config(n_inputs, stats.scaling_factor),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    with torch.no_grad():
+        sae.mean.copy_(stats.mean_d)
+        # With encoder = decoder^T, summing all ReLU latents gives about (n_latents / 2 n_inputs) x;
+        # scale the encoder so a dense (full-latent) level starts near the identity.
+        sae.encoder.mul_(min(1.0, 2 * n_inputs / cfg.n_latents))
+    return sae.to(device).train()
+
+
 def _train(x_nd: np.ndarray, cfg: TrainConfig, progress: Progress | None) -> TrainResult:
     n, n_inputs = x_nd.shape
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -327,46 +455,21 @@ def _train(x_nd: np.ndarray, cfg: TrainConfig, progress: Progress | None) -> Tra
     n_val = min(n - 1, math.ceil(n * cfg.val_fraction)) if cfg.val_fraction > 0 else 0
     val_idx, train_idx = order[:n_val], order[n_val:]
     stats = data_stats(x_nd, train_idx, cfg)
-
-    sae_cfg = cfg.sae_config(n_inputs, stats.scaling_factor)
-    sae = SAE(sae_cfg, generator=torch.Generator().manual_seed(cfg.seed))
-    with torch.no_grad():
-        sae.mean.copy_(stats.mean_d)
-        # With encoder = decoder^T, summing all ReLU latents gives about (n_latents / 2 n_inputs) x;
-        # scale the encoder so a dense (full-latent) level starts near the identity.
-        sae.encoder.mul_(min(1.0, 2 * n_inputs / cfg.n_latents))
-    sae.to(device).train()
-    level_w = _level_weights(sae_cfg, device)
-    optimizer = torch.optim.AdamW(sae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sae = _init_sae(cfg, n_inputs, stats, device)
     batch = min(cfg.batch_size, len(train_idx))
-    steps_per_epoch = math.ceil(len(train_idx) / batch)
-    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = max(1, int(cfg.warmup_fraction * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup)
-    )
+    total_steps = max(1, math.ceil(cfg.epochs * math.ceil(len(train_idx) / batch)))
+    stepper = _Stepper(sae, cfg, total_steps)
 
     started = time.perf_counter()
     loss_value = float("nan")
-    step = 0
-    while step < total_steps:
+    while stepper.steps < total_steps:
         perm = rng.permutation(train_idx)
         for start in range(0, len(perm), batch):
-            if step >= total_steps:
+            if stepper.steps >= total_steps:
                 break
             x_bd = _rows(x_nd, perm[start : start + batch]).to(device, non_blocking=True)
-            mse_levels, latents = level_losses(sae, sae.preprocess(x_bd))
-            loss = (mse_levels * level_w).sum()
-            if cfg.architecture == "relu":
-                loss = loss + cfg.l1_coefficient * latents.abs().sum(-1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            project_decoder_grads(sae)
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            renormalize_decoder(sae)
-            step += 1
+            loss = stepper.step(x_bd)
+            step = stepper.steps
             if step % 10 == 0 or step == total_steps:
                 loss_value = loss.item()
                 if progress is not None:
@@ -384,22 +487,29 @@ def _train(x_nd: np.ndarray, cfg: TrainConfig, progress: Progress | None) -> Tra
         "samples_per_second": total_steps * batch / train_s,
         "scaling_factor": stats.scaling_factor,
         "device": str(device),
+        "dead_at_end": int(stepper.activity.dead_mask(cfg.dead_steps).sum()),
+        "resampled": stepper.n_resampled,
     }
     if n_val:
         metrics["val"] = evaluate(sae, x_nd, val_idx, batch)
-    sae = sae.to("cpu")
+    return TrainResult(_with_provenance(sae.to("cpu"), cfg, stats, (n, n_inputs), metrics), metrics)
+
+
+def _with_provenance(
+    sae: SAE, cfg: TrainConfig, stats: DataStats, shape: tuple[int, int], metrics: dict
+) -> SAE:
     sae.source_format = "trained"
     sae.provenance = {
         "clip_model": cfg.clip_model,
         "training_data_hash": stats.data_hash,
-        "training_data_shape": [n, n_inputs],
-        "msae_target_norm": math.sqrt(n_inputs) if cfg.scale_norm else None,
+        "training_data_shape": list(shape),
+        "msae_target_norm": math.sqrt(shape[1]) if cfg.scale_norm else None,
         "train_config": asdict(cfg),
         "val_metrics": metrics.get("val"),
     }
     if cfg.training_modality is not None:
         sae.provenance["training_modality"] = cfg.training_modality
-    return TrainResult(sae, metrics)
+    return sae
 
 
 # ---------------------------------------------------------------------- CLI

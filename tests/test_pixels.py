@@ -146,7 +146,7 @@ def photo_folder(tmp_path, shared_data_dpath) -> Path:
     folder.mkdir()
     for i, fpath in enumerate(_photos(shared_data_dpath)[:9]):
         shutil.copy(fpath, folder / f"{i:02d}.jpg")
-    write_image(folder / "03b.png", seed=5, size=(40, 30))
+    write_image(folder / "04b.png", seed=5, size=(40, 30))
     write_truncated_jpeg(folder / "05b.jpg")
     (folder / "07b.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 64 + b"\xff\xd9")
     return folder

@@ -180,8 +180,6 @@ def measure(arch: str, args, corpus, blobs) -> list[Figure]:
             Figure("decode nvJPEG", decode_torch(encoder, blobs, device, batch), f"batch {batch}")
         )
     gpu = device.type == "cuda"
-    tower_batch = batch if gpu else min(batch, 16)  # a CPU's bf16 tower runs at ~1 img/s
-    n_tower = max(tower_batch, args.n_images if gpu else 0)
     precisions = args.precisions or (["fp32", "fp16", "bf16"] if gpu else ["fp32", "bf16"])
     for precision in precisions:
         try:
@@ -190,6 +188,9 @@ def measure(arch: str, args, corpus, blobs) -> list[Figure]:
             print(f"  ({arch}: {precision} skipped: {e})", flush=True)
             continue
         at = encoder.at_precision(precision)
+        # the end-to-end batch, but a CPU's fp16/bf16 towers (well under 1 img/s) get 16 images
+        tower_batch = batch if gpu or precision == "fp32" else min(batch, 16)
+        n_tower = max(tower_batch, args.n_images if gpu else 0)
         speed = tower(at, n_tower, tower_batch)
         figures.append(Figure(f"tower {precision}", speed, f"batch {tower_batch}"))
         del at

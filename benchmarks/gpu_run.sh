@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 LOG="$OUT/log"
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore::DeprecationWarning,ignore::UserWarning

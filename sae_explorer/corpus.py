@@ -135,12 +135,38 @@ def load_item_image(item: CorpusItem) -> Image.Image:
     try:
         packed = packed_corpus.is_packed(item.source)
         fp = packed_corpus.open_image_bytes(item.source) if packed else item.source
-        with Image.open(fp) as opened:
-            opened.load()
-            image = to_rgb(opened)
-            return image.copy() if image is opened else image
+        return _open_rgb(fp)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise ValueError(f"cannot read image {item.source!r}: {e}") from e
+
+
+def read_item_bytes(item: CorpusItem) -> bytes | None:
+    """The encoded bytes of an image item's file or shard member; None for a built-in world's
+    item (generated, not stored). ValueError naming the source when they cannot be read."""
+    if builtin.is_builtin(item.source):
+        return None
+    try:
+        if packed_corpus.is_packed(item.source):
+            return packed_corpus.read_image_bytes(item.source)
+        return Path(item.source).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read image {item.source!r}: {e}") from e
+
+
+def image_from_bytes(data: bytes, source: str) -> Image.Image:
+    """Decode an image item's bytes (:func:`read_item_bytes`) to RGB, as :func:`load_item_image`
+    would; ValueError naming ``source`` when they do not decode."""
+    try:
+        return _open_rgb(io.BytesIO(data))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise ValueError(f"cannot read image {source!r}: {e}") from e
+
+
+def _open_rgb(fp) -> Image.Image:
+    with Image.open(fp) as opened:
+        opened.load()
+        image = to_rgb(opened)
+        return image.copy() if image is opened else image
 
 
 # --------------------------------------------------------------------------- entry point

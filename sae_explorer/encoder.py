@@ -13,6 +13,7 @@ unit vectors for similarity search.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sae_explorer import builtin
 from sae_explorer.images import to_rgb
+from sae_explorer.pixels import DTYPES, PRECISIONS, Precision  # noqa: F401 (Precision: re-exported)
 from sae_explorer.progress import Progress
 
 OFFLINE_HINT = (
@@ -112,10 +114,16 @@ class _Preprocess:
         arithmetic runs there: on a CPU it would cap a fast model's throughput. CPU results
         equal the per-image transform's to the bit; CUDA divides by a scalar through its
         reciprocal, so GPU results may differ in the last float32 bit."""
-        x = torch.as_tensor(arrays_nhw3)
+        return self.finish_planar(torch.as_tensor(arrays_nhw3).permute(0, 3, 1, 2), device)
+
+    def finish_planar(
+        self, pixels_n3hw: torch.Tensor, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """:meth:`finish` for uint8 ``[n, 3, H, W]`` (torchvision's decoded layout)."""
+        x = pixels_n3hw
         if device is not None:
             x = x.to(device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).contiguous().float().div(255)
+        x = x.contiguous().float().div(255)
         for step in self.tensor_steps:
             x = step(x)
         return x
@@ -146,7 +154,33 @@ class ClipEncoder:
         self.embed_dim = int(self.encode_texts(["a"]).shape[1])
 
     def __repr__(self) -> str:
-        return f"ClipEncoder({self.model_id!r}, embed_dim={self.embed_dim}, device={self.device})"
+        return (
+            f"ClipEncoder({self.model_id!r}, embed_dim={self.embed_dim}, device={self.device}, "
+            f"{self.precision})"
+        )
+
+    @property
+    def precision(self) -> str:
+        """The towers' float type, one of :data:`PRECISIONS` but ``auto``."""
+        return next(name for name, dtype in DTYPES.items() if dtype == self.input_dtype)
+
+    def at_precision(self, precision: str) -> ClipEncoder:
+        """This encoder with its towers in ``precision`` (a copy of the model; ``self`` when
+        it is in that precision already, or for ``auto``). ValueError where this device's
+        torch cannot run the towers' operations in that type (:func:`check_precision`)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "auto" or precision == self.precision:
+            return self
+        check_precision(precision, self.device)
+        model = copy.deepcopy(self.model)
+        if precision == "fp32":
+            model.float()
+        else:
+            open_clip.convert_weights_to_lp(model, DTYPES[precision])
+        other = copy.copy(self)
+        other.model, other.input_dtype = model.eval(), DTYPES[precision]
+        return other
 
     @staticmethod
     def load_image(image: Image.Image | str | Path) -> Image.Image:
@@ -227,20 +261,49 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _precision(device: torch.device) -> str:
+def _precision(device: torch.device, precision: str = "auto") -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        check_precision(precision, device)
+        return precision
     return "fp16" if device.type in {"cuda", "mps"} else "fp32"
 
 
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """ValueError naming the precision and device where torch cannot run a vision tower's
+    operations (convolution, linear, layer norm, GELU, attention) in that type there."""
+    dtype, dev = DTYPES[precision], torch.device(device)
+    try:
+        with torch.inference_mode():
+            x = torch.ones(1, 3, 8, 8, device=dev, dtype=dtype)
+            w = torch.ones(4, 3, 4, 4, device=dev, dtype=dtype)
+            t = F.conv2d(x, w, stride=4).flatten(2).transpose(1, 2)  # [1, 4 tokens, 4]
+            t = F.gelu(F.layer_norm(t, (4,)))
+            t = F.linear(t, torch.ones(4, 4, device=dev, dtype=dtype))
+            F.scaled_dot_product_attention(t[:, None], t[:, None], t[:, None]).softmax(-1)
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        raise ValueError(
+            f"precision {precision!r} is not available on {dev.type}: this torch "
+            f"({torch.__version__}) cannot run the image tower's operations in {dtype} there "
+            f"({e}); use precision 'fp32'" + (" or 'bf16'" if precision == "fp16" else "")
+        ) from e
+
+
 def load_encoder(
-    model: str, pretrained: str | None = None, device: str | torch.device | None = None
+    model: str,
+    pretrained: str | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
 ) -> ClipEncoder:
     """Load a CLIP model by its open_clip name (or ``"builtin:shapes"``) for encoding.
 
     Without ``pretrained`` an architecture name gives a randomly initialised model (seeded, so
     every load gives the same weights), which is what tests use with a world's ``clip_arch``.
+    ``precision`` is one of :data:`PRECISIONS` (ValueError where the device cannot run it).
     """
     dev = pick_device(device)
-    precision = _precision(dev)
+    precision = _precision(dev, precision)
     model_id, open_clip_name = _resolve_name(model, pretrained)
     builtin.register_clip_arch(open_clip_name)
     if builtin.is_builtin(model):

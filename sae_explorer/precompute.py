@@ -53,7 +53,7 @@ from sae_explorer.index.cache import (
     read_finished,
     reuse_index,
 )
-from sae_explorer.index.embed import ArrayEmbedder, CorpusEmbedder
+from sae_explorer.index.embed import OVERLAPS, ArrayEmbedder, CorpusEmbedder, Overlap
 from sae_explorer.index.items import items_table
 from sae_explorer.index.names import (
     Vocabulary,
@@ -68,6 +68,7 @@ from sae_explorer.modality_stats import (
     embeddings_stats,
     plan_stats,
 )
+from sae_explorer.pixels import DECODERS, PRECISIONS, Decoder, Precision
 from sae_explorer.progress import Progress
 
 if TYPE_CHECKING:
@@ -111,7 +112,34 @@ class PrecomputeConfig:
     chunk_size: int = field(
         default=4096, metadata=doc("items per chunk (checkpoints fall between chunks)")
     )
-    batch_size: int = field(default=64, metadata=doc("images per CLIP batch (texts: 4x)"))
+    batch_size: int = field(
+        default=0,
+        metadata=doc(
+            "images per CLIP batch, texts 4x (0: sized to the device: 256 on a GPU, 64 on a CPU)"
+        ),
+    )
+    precision: Precision = field(
+        default="auto",
+        metadata=doc(
+            "the CLIP towers' float type: fp32, fp16, bf16, or auto (fp16 on a GPU, fp32 on a "
+            "CPU); refused where the device's torch cannot run it"
+        ),
+    )
+    decode: Decoder = field(
+        default="auto",
+        metadata=doc(
+            "who decodes JPEGs: torch (torchvision, on the model's device: nvJPEG on a GPU; "
+            "resize and crop there too), pil (worker processes), auto (torch on CUDA, pil on a "
+            "CPU, where PIL is the faster); other formats always go through PIL"
+        ),
+    )
+    overlap: Overlap = field(
+        default="auto",
+        metadata=doc(
+            "embed the next chunk in a thread while the SAE indexes this one: on, off, auto (on "
+            "with an accelerator; off on a CPU, where both stages share the cores)"
+        ),
+    )
     sae_batch_size: int = field(
         default=512, metadata=doc("embeddings per SAE batch (larger is no faster, only bigger)")
     )
@@ -142,14 +170,28 @@ class PrecomputeConfig:
             value = getattr(self, f.name)
             if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{f.name} must be an int, got {value!r}")
-        positive = ("top_k", "top_m", "n_samples", "chunk_size", "batch_size", "sae_batch_size")
+        positive = ("top_k", "top_m", "n_samples", "chunk_size", "sae_batch_size")
         for name in (*positive, "sae_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_workers < 0 or self.n_words < 0:
-            raise ValueError("n_workers and n_words must be >= 0")
-        if self.index_on not in INDEX_ON:
-            raise ValueError(f"index_on must be one of {INDEX_ON}, got {self.index_on!r}")
+        if self.n_workers < 0 or self.n_words < 0 or self.batch_size < 0:
+            raise ValueError("n_workers, n_words and batch_size must be >= 0")
+        choices = {
+            "index_on": INDEX_ON,
+            "precision": PRECISIONS,
+            "decode": DECODERS,
+            "overlap": OVERLAPS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def encoder_id(self, encoder: ClipEncoder) -> str:
+        """What the cache key names the encoder by: its ``cache_id``, with the precision the
+        towers will run in unless that is fp32 (so fp32 builds keep the keys of indexes built
+        before the setting, and an fp16 build on a GPU never shares a key with an fp32 one)."""
+        resolved = encoder.precision if self.precision == "auto" else self.precision
+        return encoder.cache_id if resolved == "fp32" else f"{encoder.cache_id}@{resolved}"
 
 
 class KeyedPlan(NamedTuple):
@@ -162,7 +204,7 @@ def corpus_key(encoder: ClipEncoder, sae: SAE, corpus: Corpus, cfg: PrecomputeCo
     modalities = {item.modality for item in corpus.items}
     plan = plan_stats(sae, modalities, lambda: vocabulary_for(encoder, corpus, cfg).words)
     key = cache_key(
-        encoder.cache_id, sae.content_hash, corpus.manifest_hash, cfg, plan.key_payload()
+        cfg.encoder_id(encoder), sae.content_hash, corpus.manifest_hash, cfg, plan.key_payload()
     )
     return KeyedPlan(key, plan)
 
@@ -429,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_engine(args)
         t0 = time.perf_counter()
         if args.engine == "local":
-            encoder = load_encoder(args.clip, args.pretrained, args.device)
+            encoder = load_encoder(args.clip, args.pretrained, args.device, cfg.precision)
             sae = load_sae(args.sae)
         t_models = time.perf_counter() - t0
         t0 = time.perf_counter()

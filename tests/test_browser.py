@@ -276,10 +276,14 @@ def test_heatmaps_show_where_the_latents_fire(url, page, tmp_path):
     for method in attribution.METHODS:
         page.locator("#inspect-heat-method").get_by_label(method, exact=True).check()
         page.locator("#inspect-heat").click()
-        page.locator("#inspect-heatmaps", has_text=f"#{latent} ").filter(
-            has_text=f"· {method}"
-        ).wait_for()
-        assert gallery.locator("img").count() == 1
+        page.wait_for_function(  # the answer for this latent and method, not the last one
+            """([latent, method]) => {
+                const gallery = document.querySelector("#inspect-heatmaps");
+                return gallery.querySelectorAll("img").length === 1
+                    && gallery.innerText.includes(latent) && gallery.innerText.includes(method);
+            }""",
+            arg=[f"#{latent} ", f"· {method}"],
+        )
         src = gallery.locator("img").first.get_attribute("src")
         shown_hw3 = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
         maps = attribution.latent_heatmaps(encoder, sae, Image.open(image_fpath), [latent], method)

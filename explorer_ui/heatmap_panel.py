@@ -1,5 +1,5 @@
 """Inspect's "where in the image" panel: heatmaps of the inspected image's strongest latents (or
-of chosen ones) through the vision tower, by occlusion or integrated gradients."""
+of chosen ones) through the vision tower, by any method of ``sae_explorer.attribution``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import gradio as gr
 from PIL import Image
 
 from explorer_ui.wiring import bind
-from sae_explorer.attribution import METHODS, Method, overlay
+from sae_explorer.attribution import METHOD_HELP, METHODS, Method, overlay
 from sae_explorer.explorer import Explorer, Query
 from sae_explorer.explorer.heatmaps import N_TOP
 
-METHOD_HELP = (
-    "occlusion: how much the latent drops when a patch is greyed out (one pass per patch); "
-    "gradient: integrated gradients from a grey image (fewer passes, noisier)"
-)
+METHODS_INFO = "; ".join(f"{method}: {METHOD_HELP[method]}" for method in METHODS)
 
 
 class HeatmapControls(NamedTuple):
@@ -33,12 +30,19 @@ def layout() -> HeatmapControls:
                 label=f"Latents (ids or names, commas between; empty: the {N_TOP} strongest)",
                 elem_id="inspect-heat-latents",
             )
-            method = gr.Radio(list(METHODS), value=METHODS[0], label="Method", info=METHOD_HELP)
+            method = gr.Radio(
+                list(METHODS),
+                value=METHODS[0],
+                label="Method",
+                info=METHODS_INFO,
+                elem_id="inspect-heat-method",
+            )
         button = gr.Button("Show where", size="sm", elem_id="inspect-heat")
         gallery = gr.Gallery(
             label="Heat over the image as the model saw it (resized, cropped)",
             columns=N_TOP,
             height="auto",
+            format="png",  # lossless: the heat is shown as computed
             elem_id="inspect-heatmaps",
         )
     return HeatmapControls(latents, method, button, gallery)
@@ -61,7 +65,7 @@ def heatmap_gallery(
     method: Method,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for progress)
 ) -> list[tuple[Image.Image, str]]:
-    """One overlay per latent, captioned ``#id name · activation``; ``ValueError`` for a text
+    """One overlay per latent, captioned ``#id name · activation · method``; ``ValueError`` for a text
     input, unknown latents or an unknown method."""
     if query is None:
         raise ValueError("inspect an image first, then ask where its latents fire")
@@ -70,7 +74,8 @@ def heatmap_gallery(
     return [
         (
             overlay(maps.image_hw3, map_hw),
-            f"#{latent} {explorer.names_text(latent, 1) or '(unnamed)'} · {activation:.3f}",
+            f"#{latent} {explorer.names_text(latent, 1) or '(unnamed)'} · {activation:.3f}"
+            f" · {method}",
         )
         for latent, activation, map_hw in zip(maps.latent_ids, maps.activations_m, maps.maps_mhw)
     ]

@@ -5,13 +5,19 @@ Screenshots go to ``test-artifacts/``."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
+import numpy as np
 import pytest
 from _explorer_helpers import CHROMIUM, chromium_page, launched_app, small_explorer
+from PIL import Image
 
+from sae_explorer import attribution
+from sae_explorer.checkpoints import load_sae
+from sae_explorer.encoder import load_encoder
 from sae_explorer.worlds import shapes
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -262,6 +268,28 @@ def test_heatmaps_show_where_the_latents_fire(url, page, tmp_path):
     page.locator("#inspect-heatmaps img").first.wait_for()
     assert page.locator("#inspect-heatmaps img").count() == 4  # the 4 strongest latents
     screenshot(page, "heatmaps")
+    # one chosen latent by each method: the image shown is that latent's heatmap, as computed
+    gallery = page.locator("#inspect-heatmaps")
+    latent = int(re.search(r"#(\d+)", gallery.inner_text()).group(1))
+    page.locator("#inspect-heat-latents textarea").fill(str(latent))
+    encoder, sae = load_encoder("builtin:shapes", device="cpu"), load_sae("builtin:shapes")
+    for method in attribution.METHODS:
+        page.locator("#inspect-heat-method").get_by_label(method, exact=True).check()
+        page.locator("#inspect-heat").click()
+        page.wait_for_function(  # the answer for this latent and method, not the last one
+            """([latent, method]) => {
+                const gallery = document.querySelector("#inspect-heatmaps");
+                return gallery.querySelectorAll("img").length === 1
+                    && gallery.innerText.includes(latent) && gallery.innerText.includes(method);
+            }""",
+            arg=[f"#{latent} ", f"· {method}"],
+        )
+        src = gallery.locator("img").first.get_attribute("src")
+        shown_hw3 = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+        maps = attribution.latent_heatmaps(encoder, sae, Image.open(image_fpath), [latent], method)
+        expected_hw3 = np.asarray(attribution.overlay(maps.image_hw3, maps.maps_mhw[0]))
+        assert shown_hw3.shape == expected_hw3.shape
+        assert np.abs(shown_hw3.astype(int) - expected_hw3).mean() < 1.0, method
 
 
 def test_a_deep_links_html_renders_as_text(url, page):

@@ -37,6 +37,7 @@ from explorer_ui import (
 from explorer_ui.inspect_tab import InspectView, inspect_view
 from explorer_ui.latent_tab import LatentView, latent_view
 from explorer_ui.steer_tab import N_SLIDERS, SLIDER_STEP
+from sae_explorer import attribution
 from sae_explorer.worlds import shapes
 
 LABELS = "red, blue, green, yellow"
@@ -436,6 +437,9 @@ def test_heatmaps_of_an_inspected_image(explorer, red_circle, tmp_path):
     assert all(image.size == (shapes.IMAGE_SIZE,) * 2 for image, _ in gallery)
     chosen = heatmap_panel.heatmap_gallery(explorer, query, None, "5, 3", "gradient", silent)
     assert [caption.split()[0] for _, caption in chosen] == ["#5", "#3"]
+    for method in attribution.METHODS:  # each method the panel offers answers, and says which
+        ((_, caption),) = heatmap_panel.heatmap_gallery(explorer, query, None, "5", method, silent)
+        assert caption.startswith("#5 ") and caption.endswith(f" · {method}")
     upload = tmp_path / "shape.png"
     shapes.make_item(2, seed=5).image.save(upload)
     image_query = explorer.image_query(str(upload))

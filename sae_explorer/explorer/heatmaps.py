@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from sae_explorer.attribution import Heatmaps, Method, latent_heatmaps
+from sae_explorer.attribution import METHODS, Heatmaps, Method, latent_heatmaps
 from sae_explorer.explorer import queries
 from sae_explorer.explorer.queries import Query
 from sae_explorer.images import check_image
@@ -25,7 +25,7 @@ def heatmaps(
     explorer: Explorer,
     query: Query,
     latent_ids: Sequence[int] | None = None,
-    method: Method = "occlusion",
+    method: Method = METHODS[0],
     image: Any = None,
     progress: Progress | None = None,
 ) -> Heatmaps:

@@ -31,6 +31,7 @@ from sae_explorer.explorer import label_mix as label_mix_job
 from sae_explorer.explorer import latent_page as latent_page_job
 from sae_explorer.explorer import latent_table as latent_table_job
 from sae_explorer.explorer import steer as steer_job
+from sae_explorer.explorer.batches import Batchers
 from sae_explorer.explorer.overview import Overview, compute_overview
 from sae_explorer.explorer.queries import Query
 from sae_explorer.modality_stats import ModalitySAEs, ModalityStats
@@ -117,6 +118,8 @@ class Explorer:
         self.thumbs_dpath = Path(thumbs_dpath)
         self.logit_scale = steer_job.clip_logit_scale(encoder)
         self._overview: Overview | None = None
+        self.batchers = Batchers(self)
+        """The model steps of requests, batched across concurrent callers."""
 
     @classmethod
     def from_sources(

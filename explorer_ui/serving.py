@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 MAX_QUEUE = 64
 """Requests waiting at most; beyond it a request is refused at once rather than kept waiting."""
+STATUS_EVERY_S = 2.0
+"""How often waiting requests are told their place in the queue."""
 CONCURRENCY_ID = "explorer"
 """The one concurrency group of every event: the limit holds across endpoints, not per endpoint."""
 THUMBS_ROUTE = "gradio_api/thumbs"
@@ -275,8 +277,12 @@ def full_queue_retry_s(concurrency: int) -> int:
 
 
 def queued(demo: gr.Blocks, concurrency: int) -> gr.Blocks:
-    """``demo`` with its request queue: ``concurrency`` requests served at once, the rest wait."""
-    return demo.queue(default_concurrency_limit=concurrency, max_size=MAX_QUEUE)
+    """``demo`` with its request queue: ``concurrency`` requests served at once, the rest wait
+    (told their place in the queue every :data:`STATUS_EVERY_S`, not at every finished request:
+    with a full queue that was one message to each waiting request per request served)."""
+    return demo.queue(
+        default_concurrency_limit=concurrency, max_size=MAX_QUEUE, status_update_rate=STATUS_EVERY_S
+    )
 
 
 @contextlib.contextmanager

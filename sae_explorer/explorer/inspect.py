@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import torch
 
 from sae_explorer.corpus import Modality
-from sae_explorer.explorer import names, plots, queries, thumbnails
+from sae_explorer.explorer import names, plots, queries
 from sae_explorer.explorer.batches import SaeRow
 from sae_explorer.explorer.queries import Query
 from sae_explorer.explorer.thumbnails import Thumb
@@ -78,7 +78,7 @@ def inspect(
     table = names.with_release_names(explorer, pd.DataFrame(rows, columns=TABLE_COLUMNS))
     x_1d = torch.as_tensor(query.x_d, dtype=torch.float32)[None]
     d = diagnostics(explorer, x_1d, row, n_active, modality)
-    thumbs = [t for i in top[:5] for t in thumbnails.latent_thumbs(explorer, i, n_thumbs)]
+    thumbs = [t for i in top[:5] for t in explorer.latent_thumbs(i, n_thumbs)]
     levels_plot = plots.levels_plot(d.levels, d.level_cosines)
     n_hidden = n_ranked - len(ranked)
     return InspectResult(table, plots.bar(table), d, levels_plot, thumbs, n_hidden)

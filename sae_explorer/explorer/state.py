@@ -184,6 +184,12 @@ class Explorer:
     def label_embeddings(self, labels: tuple[str, ...]) -> torch.Tensor:
         return self.encoder.encode_texts(list(labels))
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (every Inspect shows its latents' images)
+    def latent_thumbs(self, latent_id: int, n: int) -> tuple[thumbnails.Thumb, ...]:
+        """Thumbnails of the ``n`` corpus images where the latent is strongest (computed once
+        per latent and ``n``)."""
+        return tuple(thumbnails.latent_thumbs(self, latent_id, n))
+
     @functools.cached_property
     def coactivations(self) -> Coactivations:
         """Which latents are active on which items (the index's codes), for the hierarchy."""

@@ -73,19 +73,19 @@ class ServeConfig:
             env="SAE_EXPLORER_MAX_UPLOAD_MB",
         ),
     )
+    max_sessions: int = field(
+        default=500,
+        metadata=doc(
+            "browser sessions whose state is kept (the oldest is dropped first)",
+            env="SAE_EXPLORER_MAX_SESSIONS",
+        ),
+    )
     page_cache: int = field(
         default=256,
         metadata=doc(
             "deterministic pages kept in memory (a latent's page, a text's analysis), the least "
             "recently used dropped first; 0 keeps none",
             env="SAE_EXPLORER_PAGE_CACHE",
-        ),
-    )
-    max_sessions: int = field(
-        default=500,
-        metadata=doc(
-            "browser sessions whose state is kept (the oldest is dropped first)",
-            env="SAE_EXPLORER_MAX_SESSIONS",
         ),
     )
 

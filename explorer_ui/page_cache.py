@@ -5,8 +5,8 @@ index, SAE and CLIP and of the request's own arguments, nothing else, so on a pu
 hundredth visitor opening a popular latent need not recompute it. :data:`PAGES` holds the views
 of the process, at most ``max_entries`` (the least recently used is dropped first). Every key
 starts with the explorer's identity (:func:`explorer_key`: its index's content key, which hashes
-CLIP, SAE, corpus and build settings, and the SAE's own hash), so an explorer over another index
-never gets another's page. Concurrent requests for one page compute it once: the others wait for
+CLIP, SAE, corpus and build settings, the SAE's own hash, and the explorer object), so an
+explorer over another index never gets another's page. Concurrent requests for one page compute it once: the others wait for
 the first one's result (or its error, which is not kept).
 
 Views kept here are shared between requests and must not be changed by their users (Gradio only
@@ -28,8 +28,8 @@ from sae_explorer.explorer import Explorer, Query
 T = TypeVar("T")
 
 DEFAULT_ENTRIES = 256
-"""Views kept (a latent page of the built-in world is ~60 KB in memory; a real one a few
-hundred KB)."""
+"""Views kept (a latent page or Inspect view of the built-in world pickles to 8-13 KB; one of a
+real index's is larger by its longer names and captions)."""
 
 
 class CacheStats(NamedTuple):

@@ -80,12 +80,20 @@ class ServeConfig:
             env="SAE_EXPLORER_MAX_SESSIONS",
         ),
     )
+    page_cache: int = field(
+        default=256,
+        metadata=doc(
+            "deterministic pages kept in memory (a latent's page, a text's analysis), the least "
+            "recently used dropped first; 0 keeps none",
+            env="SAE_EXPLORER_PAGE_CACHE",
+        ),
+    )
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.max_sessions < 1:
+        if self.concurrency < 1 or self.max_sessions < 1 or self.page_cache < 0:
             raise ValueError(
-                f"--concurrency and --max-sessions must be >= 1, got {self.concurrency} and "
-                f"{self.max_sessions}"
+                f"--concurrency and --max-sessions must be >= 1 and --page-cache >= 0, got "
+                f"{self.concurrency}, {self.max_sessions} and {self.page_cache}"
             )
         if not (self.request_timeout > 0 and self.max_upload_mb > 0):
             raise ValueError(
@@ -98,7 +106,11 @@ class ServeConfig:
         from explorer_ui.serving import ServeLimits
 
         return ServeLimits(
-            self.concurrency, self.request_timeout, self.max_upload_mb, self.max_sessions
+            self.concurrency,
+            self.request_timeout,
+            self.max_upload_mb,
+            self.max_sessions,
+            page_cache=self.page_cache,
         )
 
 

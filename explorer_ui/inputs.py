@@ -5,15 +5,18 @@ and hands it to the tab's view."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import gradio as gr
 
+from explorer_ui.page_cache import cached, file_digest
 from explorer_ui.uploaded_image import UploadedImage
 from explorer_ui.wiring import bind, warn
 from sae_explorer.explorer import Explorer, Query
 from sae_explorer.explorer.queries import image_query, item_query, text_query
+from sae_explorer.images import check_text
 
 View = Callable[[Explorer, Query], Sequence[Any]]
 """A tab's view of one input: its output values, in the order of the tab's outputs."""
@@ -68,11 +71,27 @@ def show_query(explorer: Explorer, view: View, query: Query, *options: Any) -> S
 
 def show_image(explorer: Explorer, view: View, path: str | None, *options: Any) -> Sequence[Any]:
     """An uploaded file; ``ValueError`` says why it is not a usable image."""
-    return show_query(explorer, view, image_query(explorer, path), *options)
+    return show_query(explorer, view, cached_image_query(explorer, path), *options)
 
 
 def show_text(explorer: Explorer, view: View, text: str | None, *options: Any) -> Sequence[Any]:
-    return show_query(explorer, view, text_query(explorer, text), *options)
+    return show_query(explorer, view, cached_text_query(explorer, text), *options)
+
+
+def cached_text_query(explorer: Explorer, text: str | None) -> Query:
+    """:func:`text_query`, kept in the page cache by the text as checked (cut, cleaned)."""
+    checked = check_text(text)
+    key = (checked.text, checked.warnings)
+    return cached(explorer, "text_query", key, lambda: text_query(explorer, text))
+
+
+def cached_image_query(explorer: Explorer, path: str | None) -> Query:
+    """:func:`image_query` of an upload, kept in the page cache by the file's content."""
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return image_query(explorer, path)  # its own message for a missing file
+    return cached(
+        explorer, "image_query", (file_digest(path),), lambda: image_query(explorer, path)
+    )
 
 
 def show_item(explorer: Explorer, view: View, item: float | None, *options: Any) -> Sequence[Any]:

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from explorer_ui import address, heatmap_panel
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
+from explorer_ui.page_cache import cached, query_key
 from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
 from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
@@ -132,7 +133,16 @@ def inspect_view(
     explorer: Explorer, query: Query, max_percent: float | None = ALL_PERCENT
 ) -> InspectView:
     """The tab's view of ``query``, leaving out latents active on more than ``max_percent`` %
-    of the corpus."""
+    of the corpus. Kept in the page cache by input and ``max_percent``."""
+    key = (*query_key(query), max_frequency(max_percent))  # None and 100 are one page
+    return cached(
+        explorer, "inspect", key, lambda: build_inspect_view(explorer, query, max_percent)
+    )
+
+
+def build_inspect_view(
+    explorer: Explorer, query: Query, max_percent: float | None = ALL_PERCENT
+) -> InspectView:
     result = explorer.inspect(query, max_frequency=max_frequency(max_percent))
     link = address.link_markdown(address.query_link(TAB_ID, query))
     hidden = (

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.figure_export import FigureControls, figure_controls, latent_figure
+from explorer_ui.page_cache import cached
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
 from sae_explorer.coactivation import TreeNode
@@ -198,8 +199,13 @@ def wire(
 def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
     """The page of one latent. ``latent`` is what the Number input hands over (a float, never
     rounded: 1.5 is refused, 3.0 is latent 3) or a deep link's or API caller's string ("3.0" is
-    latent 3, "NaN" is refused: never a name search)."""
-    page = explorer.latent_page(latent)
+    latent 3, "NaN" is refused: never a name search). Kept in the page cache by id."""
+    latent_id = explorer.check_latent(latent)
+    return cached(explorer, "latent", (latent_id,), lambda: build_latent_view(explorer, latent_id))
+
+
+def build_latent_view(explorer: Explorer, latent_id: int) -> LatentView:
+    page = explorer.latent_page(latent_id)
     return LatentView(
         page.latent_id,
         summary_markdown(page),
@@ -277,7 +283,8 @@ def latent_link(latent_id: int) -> str:
 
 def search_hits(explorer: Explorer, text: str | None) -> pd.DataFrame:
     """Latents whose names match (latent, score, names); a warning when none does."""
-    hits = explorer.search_latents(text)
+    query = (text or "").strip()
+    hits = cached(explorer, "search", (query,), lambda: explorer.search_latents(query))
     if hits.empty:
         warn([f"no latent names match {text!r}"])
     return hits

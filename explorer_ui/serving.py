@@ -4,8 +4,11 @@ local port for scripts (benchmarks, screenshots) and tests, with the same limits
 The limits keep any single request, and any crowd of them, from taking the server down: one
 concurrency limit shared by every endpoint, a deadline per request, a cap on request bodies and
 uploads, Gradio's cache folder kept bounded in age and size, few and expiring sessions, and
-thumbnails served from a route that names no server folder. ``prepare_serving(demo, explorer,
-limits)`` applies them to a built page and returns the keyword arguments of ``demo.launch``.
+thumbnails served from a route that names no server folder. Under load, requests of one kind
+share batched model calls (``Explorer.batchers``), deterministic pages are served from a bounded
+cache (``page_cache``), a full queue answers 503 with when to retry (``overload``), and the queue
+stops polling when idle (``quiet_queue``). ``prepare_serving(demo, explorer, limits)`` applies
+them to a built page and returns the keyword arguments of ``demo.launch``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from starlette.middleware import Middleware
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
 
+from explorer_ui.overload import RetryHint, retry_after_s
+from explorer_ui.page_cache import DEFAULT_ENTRIES, PAGES
+from explorer_ui.quiet_queue import quiet
 from explorer_ui.sessions import app_kwargs
 
 if TYPE_CHECKING:
@@ -40,6 +46,8 @@ T = TypeVar("T")
 
 MAX_QUEUE = 64
 """Requests waiting at most; beyond it a request is refused at once rather than kept waiting."""
+STATUS_EVERY_S = 2.0
+"""How often waiting requests are told their place in the queue."""
 CONCURRENCY_ID = "explorer"
 """The one concurrency group of every event: the limit holds across endpoints, not per endpoint."""
 THUMBS_ROUTE = "gradio_api/thumbs"
@@ -61,6 +69,9 @@ class ServeLimits:
     cache_check_s: int = 30  # how often Gradio's cache is swept
     cache_ttl_s: int = 600  # uploads and handed-out exports older than this are deleted
     max_cache_mb: float = 1024.0  # and the oldest beyond this size
+    page_cache: int = DEFAULT_ENTRIES  # deterministic pages kept (0: none)
+    max_batch: int = 16  # inputs in one batched model call at most
+    batch_wait_ms: float = 2.0  # how long a batch waits for more inputs when the model is free
 
     @property
     def max_upload_bytes(self) -> int:
@@ -91,6 +102,8 @@ class RequestRunner:
     def __init__(self, concurrency: int, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.concurrency = concurrency
+        self.mean_s = 0.1
+        """Recent requests' mean duration (a moving average), for a full queue's retry hint."""
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, "explorer-request")
 
     def configure(self, concurrency: int, timeout_s: float) -> None:
@@ -110,6 +123,8 @@ class RequestRunner:
         """``fn(*args)`` on the pool, in the caller's context (Gradio's request, its toasts);
         ``RequestTimeoutError`` after ``timeout_s``."""
         future = self._pool.submit(contextvars.copy_context().run, fn, *args)
+        t0 = time.monotonic()
+        future.add_done_callback(lambda _: self._timed(time.monotonic() - t0))
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:
@@ -118,6 +133,9 @@ class RequestRunner:
                 f"the request took longer than {self.timeout_s:g} s and was stopped; the server "
                 "is busy or the input is too large. Try again, or with a smaller input"
             ) from None
+
+    def _timed(self, seconds: float) -> None:
+        self.mean_s = 0.9 * self.mean_s + 0.1 * seconds
 
 
 RUNNER = RequestRunner(1, ServeLimits(1).request_timeout_s)
@@ -228,7 +246,9 @@ def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) ->
     keyword arguments for the rest (upload and body caps, sessions kept, the thumbnail route,
     the sweep keeping Gradio's cache folder bounded)."""
     RUNNER.configure(limits.concurrency, limits.request_timeout_s)
-    queued(demo, limits.concurrency)
+    PAGES.configure(limits.page_cache)
+    explorer.batchers.configure(limits.max_batch, limits.batch_wait_ms / 1000)
+    quiet(queued(demo, limits.concurrency))
     for fn in demo.fns.values():
         fn.concurrency_id = CONCURRENCY_ID
         fn.concurrency_limit = limits.concurrency
@@ -241,6 +261,7 @@ def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) ->
         "state_session_capacity": limits.max_sessions,
         "app_kwargs": {
             "middleware": [
+                Middleware(RetryHint, hint_s=lambda: full_queue_retry_s(limits.concurrency)),
                 Middleware(BodyLimit, max_bytes=limits.max_body_bytes),
                 *app_kwargs()["middleware"],  # one event stream per session
             ],
@@ -250,9 +271,18 @@ def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) ->
     }
 
 
+def full_queue_retry_s(concurrency: int) -> int:
+    """Seconds a full queue needs to drain at the recent pace (the 503's ``Retry-After``)."""
+    return retry_after_s(MAX_QUEUE, concurrency, RUNNER.mean_s)
+
+
 def queued(demo: gr.Blocks, concurrency: int) -> gr.Blocks:
-    """``demo`` with its request queue: ``concurrency`` requests served at once, the rest wait."""
-    return demo.queue(default_concurrency_limit=concurrency, max_size=MAX_QUEUE)
+    """``demo`` with its request queue: ``concurrency`` requests served at once, the rest wait
+    (told their place in the queue every :data:`STATUS_EVERY_S`, not at every finished request:
+    with a full queue that was one message to each waiting request per request served)."""
+    return demo.queue(
+        default_concurrency_limit=concurrency, max_size=MAX_QUEUE, status_update_rate=STATUS_EVERY_S
+    )
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 from explorer_ui import address
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
+from explorer_ui.page_cache import cached, query_key
 from explorer_ui.steer_slider import SteerSlider
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, markdown_text
@@ -268,8 +269,9 @@ def steer_start(explorer: Explorer, query: Query) -> SteerStart:
 
 
 def start_outputs(explorer: Explorer, query: Query) -> tuple[Any, ...]:
-    """:func:`steer_start` as the tab's outputs: the filled sliders shown, the others hidden."""
-    start = steer_start(explorer, query)
+    """:func:`steer_start` as the tab's outputs: the filled sliders shown, the others hidden
+    (the start kept in the page cache by input)."""
+    start = cached(explorer, "steer_start", query_key(query), lambda: steer_start(explorer, query))
     shown = [
         gr.Slider(
             minimum=0.0,

@@ -3,12 +3,22 @@ Hugging Face Hub faked two ways (a download function serving a folder, an empty 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def fresh_page_cache():
+    """Each test starts with an empty page cache (views computed by an earlier test's explorer
+    over the same index, or before a test patched the explorer, are not served to it)."""
+    if "explorer_ui.page_cache" in sys.modules:
+        sys.modules["explorer_ui.page_cache"].PAGES.clear()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,12 @@ def test_one_concurrency_limit_holds_over_all_endpoints(explorer, url, monkeypat
 
     monkeypatch.setattr(explorer, "inspect", timed(explorer.inspect))
     monkeypatch.setattr(explorer, "latent_page", timed(explorer.latent_page))
-    calls = [("inspect_text", "a red circle", ALL_PERCENT), ("latent", 3)] * 2
+    calls = [  # distinct inputs: a page asked for twice is computed once (the page cache)
+        ("inspect_text", "a red circle", ALL_PERCENT),
+        ("inspect_text", "a blue square", ALL_PERCENT),
+        ("latent", 3),
+        ("latent", 4),
+    ]
     threads = [threading.Thread(target=call, args=(url, *c)) for c in calls]
     for thread in threads:
         thread.start()

@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import torch
 
 from sae_explorer.corpus import Modality
-from sae_explorer.explorer import names, plots, quality, queries, thumbnails
+from sae_explorer.explorer import names, plots, queries
+from sae_explorer.explorer.batches import SaeRow
 from sae_explorer.explorer.queries import Query
 from sae_explorer.explorer.thumbnails import Thumb
 
@@ -54,11 +55,9 @@ def inspect(
     (dense latents top every table on real photos)."""
     if max_frequency is not None and not 0 < max_frequency <= 1:
         raise ValueError(f"max_frequency must be in (0, 1], got {max_frequency}")
-    x_1d = torch.as_tensor(query.x_d, dtype=torch.float32)[None]
-    sae = explorer.sae_for(query)
-    out = sae.forward(x_1d)
-    z_l = out.z_bl[0]
-    levels_l = sae.latent_levels(out.z_bl)[0]
+    modality = queries.query_modality(explorer, query)
+    row = explorer.batchers.sae[modality](query.x_d)  # batched with concurrent requests
+    z_l = row.z_l
     n_active = int((z_l > 0).sum())
     ranked = z_l.argsort(descending=True)[:n_active].tolist()
     n_ranked = len(ranked)
@@ -70,40 +69,35 @@ def inspect(
             "latent": i,
             "names": names.names_text(explorer, i),
             "activation": round(float(z_l[i]), 4),
-            "level": int(levels_l[i]),
+            "level": int(row.levels_l[i]),
             "corpus_level": int(explorer.levels_l[i]),
             "frequency": round(float(explorer.frequency_l[i]), 4),
         }
         for i in top
     ]
     table = names.with_release_names(explorer, pd.DataFrame(rows, columns=TABLE_COLUMNS))
-    modality = queries.query_modality(explorer, query)
-    code_l0 = int((out.codes_bl[0] != 0).sum())
-    d = diagnostics(explorer, x_1d, out.x_hat_bd, n_active, code_l0, modality)
-    thumbs = [t for i in top[:5] for t in thumbnails.latent_thumbs(explorer, i, n_thumbs)]
+    x_1d = torch.as_tensor(query.x_d, dtype=torch.float32)[None]
+    d = diagnostics(explorer, x_1d, row, n_active, modality)
+    thumbs = [t for i in top[:5] for t in explorer.latent_thumbs(i, n_thumbs)]
     levels_plot = plots.levels_plot(d.levels, d.level_cosines)
     n_hidden = n_ranked - len(ranked)
     return InspectResult(table, plots.bar(table), d, levels_plot, thumbs, n_hidden)
 
 
 def diagnostics(
-    explorer: Explorer,
-    x_1d: torch.Tensor,
-    x_hat_1d: torch.Tensor,
-    l0: int,
-    code_l0: int,
-    modality: Modality,
+    explorer: Explorer, x_1d: torch.Tensor, row: SaeRow, l0: int, modality: Modality
 ) -> Diagnostics:
-    """How well the SAE reconstructs one input ``x_1d`` [1, n_inputs], overall and per level."""
+    """How well the SAE reconstructs one input ``x_1d`` [1, n_inputs] (``row``: the SAE's pass
+    over it), overall and per level."""
+    x_hat_1d = row.x_hat_d[None]
     cosine = float(torch.nn.functional.cosine_similarity(x_1d, x_hat_1d)[0])
     rel_error = float((x_1d - x_hat_1d).norm() / x_1d.norm().clamp_min(1e-12))
-    level_cosines = quality.level_metrics(explorer, x_1d, modality).cosine_vb[:, 0]
     return Diagnostics(
         cosine=round(cosine, 4),
         relative_error=round(rel_error, 4),
         l0=l0,
-        code_l0=code_l0,
+        code_l0=row.code_l0,
         levels=list(explorer.sae.cfg.levels),
-        level_cosines=[round(c, 4) for c in level_cosines.tolist()],
+        level_cosines=[round(c, 4) for c in row.level_cosines_v.tolist()],
         input_statistics=explorer.input_stats.describe(modality, explorer.sae.training_modality),
     )

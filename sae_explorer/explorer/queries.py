@@ -34,18 +34,15 @@ class Query(NamedTuple):
 def image_query(explorer: Explorer, image: Any) -> Query:
     """Validate and encode an upload (path, bytes, PIL or array); ValueError on bad files."""
     checked = check_image(image, input_px=explorer.encoder.preprocess.input_px)
-    x_d = explorer.encoder.encode_images([checked.image])[0]
+    x_d = explorer.batchers.image(checked.image)
     w, h = checked.image.size
-    return Query(
-        x_d.numpy().astype(np.float32), "image", f"uploaded image {w}x{h}", checked.warnings
-    )
+    return Query(x_d, "image", f"uploaded image {w}x{h}", checked.warnings)
 
 
 def text_query(explorer: Explorer, text: str | None) -> Query:
     checked = check_text(text)
-    x_d = explorer.encoder.encode_texts([checked.text])[0]
+    x_d = explorer.batchers.text(checked.text)
     shown = checked.text if len(checked.text) <= 80 else checked.text[:77] + "..."
-    x_d = x_d.numpy().astype(np.float32)
     return Query(x_d, "text", f"text: {shown!r}", checked.warnings, text=checked.text)
 
 

@@ -31,6 +31,7 @@ from sae_explorer.explorer import label_mix as label_mix_job
 from sae_explorer.explorer import latent_page as latent_page_job
 from sae_explorer.explorer import latent_table as latent_table_job
 from sae_explorer.explorer import steer as steer_job
+from sae_explorer.explorer.batches import Batchers
 from sae_explorer.explorer.overview import Overview, compute_overview
 from sae_explorer.explorer.queries import Query
 from sae_explorer.modality_stats import ModalitySAEs, ModalityStats
@@ -120,6 +121,8 @@ class Explorer:
         self.thumbs_dpath = Path(thumbs_dpath)
         self.logit_scale = steer_job.clip_logit_scale(encoder)
         self._overview: Overview | None = None
+        self.batchers = Batchers(self)
+        """The model steps of requests, batched across concurrent callers."""
 
     @classmethod
     def from_sources(
@@ -183,6 +186,12 @@ class Explorer:
     @functools.lru_cache(maxsize=256)  # noqa: B019 (label lists repeat across requests)
     def label_embeddings(self, labels: tuple[str, ...]) -> torch.Tensor:
         return self.encoder.encode_texts(list(labels))
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (every Inspect shows its latents' images)
+    def latent_thumbs(self, latent_id: int, n: int) -> tuple[thumbnails.Thumb, ...]:
+        """Thumbnails of the ``n`` corpus images where the latent is strongest (computed once
+        per latent and ``n``)."""
+        return tuple(thumbnails.latent_thumbs(self, latent_id, n))
 
     @functools.cached_property
     def coactivations(self) -> Coactivations:

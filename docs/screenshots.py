@@ -107,10 +107,10 @@ def heatmaps_shot(page, url: str, image_fpath: Path, fpath: Path) -> None:
     page.locator("#inspect-image input[type=file]").set_input_files(str(image_fpath))
     page.locator("#inspect-table").get_by_test_id("cell-0-0").wait_for()
     page.get_by_text("Where in the image (heatmaps)").click()
+    page.locator("#inspect-heat").click()
     page.locator("#inspect-heatmaps img").first.wait_for()
     page.wait_for_timeout(1500)
-    panel = page.get_by_text("Where in the image (heatmaps)").locator("xpath=../..")
-    panel.scroll_into_view_if_needed()
+    page.locator("#inspect-heatmaps").scroll_into_view_if_needed()
     shot(page, fpath)
 
 

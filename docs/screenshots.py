@@ -132,10 +132,12 @@ def second_sae(dpath: Path) -> Path:
 
 
 def figure_shot(explorer, tmp_dpath: Path, fpath: Path) -> None:
-    """The card of the most frequent latent, as the figure command writes it (300 dpi), shrunk."""
+    """The card of the latent whose name scores best, as the figure command writes it (300 dpi),
+    shrunk."""
     from sae_explorer.figures import export_figure
 
-    latent = int(explorer.frequency_l.argmax())
+    table = explorer.latent_table.frame
+    latent = int(table.loc[table["name_score"].idxmax(), "latent"])
     written = export_figure(explorer, [latent], tmp_dpath / "figures", ["png"]).paths[0]
     fpath.write_bytes(Path(written).read_bytes())
     shrink(fpath)

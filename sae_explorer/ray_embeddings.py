@@ -24,7 +24,14 @@ from sae_explorer.index.cache import build_lock, clear_index_dpath, reuse_index
 from sae_explorer.index.embed import ArrayEmbedder
 from sae_explorer.index.shards import ShardIdentity, ShardMeta, shard_ranges
 from sae_explorer.modality_stats import CHECKPOINT, ModalityStats, StatsPlan, embeddings_stats
-from sae_explorer.ray_engine import RayBuild, RayConfig, _Driver, _import_ray, _quiet
+from sae_explorer.ray_engine import (
+    RayBuild,
+    RayConfig,
+    _computed_by_the_driver,
+    _Driver,
+    _import_ray,
+    _quiet,
+)
 
 if TYPE_CHECKING:
     from sae_explorer.precompute import PrecomputeConfig
@@ -83,17 +90,13 @@ class EmbeddingsShardWorker:
         self.stats = ModalityStats.load(self.dpath)
 
     def build(self, shard: int, start: int, stop: int) -> ShardMeta:
-        stats = StatsSource(self.plan, _saved_by_the_driver)
+        stats = StatsSource(self.plan, _computed_by_the_driver)
         builder = IndexBuilder(
             self.sae, self.items, ArrayEmbedder(self.x_nd), self.cfg, self.dpath,
             self.identity.key, _quiet, {}, Timer(), stats,
         )  # fmt: skip
         builder.use_stats(self.stats)
         return shard_files.build_shard(builder, shard, range(start, stop), self.identity)
-
-
-def _saved_by_the_driver() -> ModalityStats:
-    raise AssertionError("a shard worker uses the statistics the driver saved")
 
 
 class _EmbeddingsDriver(_Driver):

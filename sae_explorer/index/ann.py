@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from sae_explorer.atomic import atomic_path, atomic_write_json
-from sae_explorer.index.files import ANN_META_NAME, ANN_NAME, CHECKSUM, EMBEDDINGS_NAME
+from sae_explorer.index.files import (
+    ANN_META_NAME,
+    ANN_NAME,
+    CHECKSUM,
+    EMBEDDINGS_NAME,
+    first_difference,
+)
 
 if TYPE_CHECKING:
     from sae_explorer.index.reader import ActivationIndex
@@ -167,13 +173,13 @@ def ann_mismatch(dpath: Path, expected: AnnMeta, ann=None) -> str | None:
             f"{ANN_NAME} holds {ann.ntotal} vectors of {ann.d} dims, the index has "
             f"{expected.n_items} embeddings of {expected.embed_dim} dims"
         )
-    for name in AnnMeta._fields:
-        if recorded.get(name) != getattr(expected, name):
-            return (
-                f"{ANN_NAME} was built with {name}={recorded.get(name)!r}, the index needs "
-                f"{name}={getattr(expected, name)!r}"
-            )
-    return None
+    diff = first_difference(expected, recorded)
+    if diff is None:
+        return None
+    return (
+        f"{ANN_NAME} was built with {diff.name}={diff.recorded!r}, the index needs "
+        f"{diff.name}={diff.expected!r}"
+    )
 
 
 def open_ann(index: ActivationIndex, cfg: AnnConfig, progress: Progress | None = None):

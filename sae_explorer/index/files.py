@@ -197,3 +197,18 @@ def check_files(dpath: Path, manifest: dict, names: Iterable[str] | None = None)
 def write_manifest(dpath: Path, manifest: dict) -> None:
     """Write the manifest, last of all: its presence marks the index complete."""
     atomic_write_json(Path(dpath) / MANIFEST_NAME, manifest)
+
+
+class FieldDifference(NamedTuple):
+    name: str
+    recorded: object
+    expected: object
+
+
+def first_difference(expected: NamedTuple, recorded: dict) -> FieldDifference | None:
+    """The first field of ``expected`` whose value ``recorded`` (what a file says it was built
+    with) does not hold; None when every field agrees."""
+    for name in expected._fields:
+        if recorded.get(name) != getattr(expected, name):
+            return FieldDifference(name, recorded.get(name), getattr(expected, name))
+    return None

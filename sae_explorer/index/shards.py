@@ -39,6 +39,7 @@ from sae_explorer.index.files import (
     EMBEDDINGS_NAME,
     INPUT_STATS_NAME,
     STATE_NAME,
+    first_difference,
 )
 
 if TYPE_CHECKING:
@@ -77,13 +78,13 @@ def identity_difference(expected: ShardIdentity, found: object) -> str | None:
     """What differs between a shard's recorded identity and the build's; None if nothing."""
     if not isinstance(found, dict):
         return f"it records no build identity (found {type(found).__name__})"
-    for name in ShardIdentity._fields:
-        if found.get(name) != getattr(expected, name):
-            return (
-                f"it was built with {name}={found.get(name)!r}, this build has "
-                f"{name}={getattr(expected, name)!r}"
-            )
-    return None
+    diff = first_difference(expected, found)
+    if diff is None:
+        return None
+    return (
+        f"it was built with {diff.name}={diff.recorded!r}, this build has "
+        f"{diff.name}={diff.expected!r}"
+    )
 
 
 class ShardMeta(NamedTuple):

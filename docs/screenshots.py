@@ -118,17 +118,11 @@ def second_sae(dpath: Path) -> Path:
     """A second SAE of the world's CLIP: the world's recipe, another seed, fewer embeddings."""
     from sae_explorer.checkpoints import save_sae
     from sae_explorer.encoder import load_encoder
-    from sae_explorer.train import TrainConfig, train_sae
     from sae_explorer.worlds import train_shapes
 
-    recipe = train_shapes.SaeTrainConfig()
-    x_nd = train_shapes.world_sae_data(load_encoder("builtin:shapes", device="cpu"), 3000, 2)
-    cfg = TrainConfig(
-        n_latents=recipe.n_latents, architecture="matryoshka", k=recipe.k, epochs=recipe.epochs,
-        batch_size=recipe.batch_size, lr=recipe.lr, seed=2, device="cpu",
-        clip_model="builtin:shapes",
-    )  # fmt: skip
-    return save_sae(train_sae(x_nd, cfg).sae, dpath)
+    encoder = load_encoder("builtin:shapes", device="cpu")
+    cfg = train_shapes.SaeTrainConfig(n_image_items=3000, seed=2)
+    return save_sae(train_shapes.train_world_sae(encoder, cfg).sae, dpath)
 
 
 def figure_shot(explorer, tmp_dpath: Path, fpath: Path) -> None:

@@ -39,6 +39,19 @@ def write_truncated_jpeg(fpath: Path) -> Path:
     return fpath
 
 
+def assert_same_arrays(reference_dpath: Path, other_dpath: Path, names, sum_rtol: float) -> None:
+    """Every ``.npy`` of ``names`` equal in both index folders; ``latent_sum.npy`` (sums merged
+    in another order) within ``sum_rtol``."""
+    for name in names:
+        if not name.endswith(".npy"):
+            continue
+        a, b = np.load(reference_dpath / name), np.load(other_dpath / name)
+        if name == "latent_sum.npy":
+            np.testing.assert_allclose(b, a, rtol=sum_rtol)
+        else:
+            assert np.array_equal(a, b), name
+
+
 def assert_same_index(reference, other) -> None:
     """Two ActivationIndexes hold the same files, every array equal and the same items."""
     assert other.manifest["files"] == reference.manifest["files"]

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from _precompute_helpers import build_sae
+from _precompute_helpers import assert_same_arrays, build_sae
 
 from sae_explorer.index import LatentAccumulator
 from sae_explorer.index.build import IndexBuilder, StatsSource, Timer
@@ -68,13 +68,7 @@ def test_merged_shards_equal_a_single_process_build(sae, x_nd, tmp_path, index_o
     builder = builder_for(sae, x_nd, cfg, tmp_path / "sharded", reference.manifest["key"])
     metas = build_all(builder, identity(sae, cfg), order=[2, 0, 1])  # any order
     merge_shards(builder, [metas[s] for s in range(3)], run_s=0.0)
-    for name in reference.manifest["files"]:
-        if name.endswith(".npy"):
-            a, b = np.load(reference.dpath / name), np.load(builder.dpath / name)
-            if name == "latent_sum.npy":
-                np.testing.assert_allclose(b, a, rtol=1e-12)
-            else:
-                assert np.array_equal(a, b), name
+    assert_same_arrays(reference.dpath, builder.dpath, reference.manifest["files"], 1e-12)
     assert not (builder.dpath / "shards").exists()
 
 

@@ -15,6 +15,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install ray)")
 
+from _precompute_helpers import assert_same_arrays  # noqa: E402
 from _ray_faults import FAULTS_ENV  # noqa: E402
 
 from sae_explorer.corpus import load_corpus  # noqa: E402
@@ -75,13 +76,7 @@ def assert_same_as_reference(reference, index) -> None:
     """Every file equal but the sums (equal up to float rounding order), the same items."""
     assert index.dpath.name == reference.dpath.name  # the same key: the app finds it
     assert set(index.manifest["files"]) == set(reference.manifest["files"])
-    for name in reference.manifest["files"]:
-        if name.endswith(".npy"):
-            a, b = np.load(reference.dpath / name), np.load(index.dpath / name)
-            if name == "latent_sum.npy":
-                np.testing.assert_allclose(b, a, rtol=1e-9)
-            else:
-                assert np.array_equal(a, b), name
+    assert_same_arrays(reference.dpath, index.dpath, reference.manifest["files"], 1e-9)
     assert index.items.equals(reference.items)
     assert index.manifest["engine"]["name"] == "ray"
 
@@ -149,12 +144,7 @@ def test_embeddings_on_ray_equal_the_single_process_index(cluster, tmp_path, cap
     build = index_embeddings_on_ray(MODELS.sae, tmp_path / "x.npy", tmp_path / "ray", CFG, RAY_CFG)
     assert build.computed == [0, 1, 2, 3]
     assert build.index.manifest["key"] == reference.manifest["key"]
-    for name in reference.manifest["files"]:
-        a, b = reference.dpath / name, build.index.dpath / name
-        if name == "latent_sum.npy":
-            np.testing.assert_allclose(np.load(b), np.load(a), rtol=1e-9)
-        elif name.endswith(".npy"):
-            assert np.array_equal(np.load(a), np.load(b)), name
+    assert_same_arrays(reference.dpath, build.index.dpath, reference.manifest["files"], 1e-9)
     assert build.index.items.equals(reference.items)
     assert build.index.manifest["engine"]["name"] == "ray"
 

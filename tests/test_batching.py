@@ -15,6 +15,7 @@ from _explorer_helpers import small_explorer
 
 from sae_explorer.batching import MicroBatcher
 from sae_explorer.explorer import Explorer
+from sae_explorer.explorer.batches import sae_rows
 from sae_explorer.worlds import shapes
 
 TEXTS = [
@@ -125,3 +126,13 @@ def test_inspect_in_a_batch_equals_inspect_alone(explorer):
         top = z_l.argsort(descending=True)[: len(result.table)].tolist()
         assert result.table["latent"].tolist() == top
         np.testing.assert_allclose(result.table["activation"], z_l[top].numpy(), atol=1e-4)
+
+
+def test_the_sae_rows_of_a_batch_are_bit_identical_to_each_row_alone(explorer):
+    """Not merely close: a batched product rounds differently from a one-row one, and Inspect
+    rounds what it shows, so a value near a rounding edge would flip with the batch's makeup."""
+    x_bd = torch.as_tensor(np.stack([explorer.text_query(t).x_d for t in TEXTS]))
+    for i, row in enumerate(sae_rows(explorer, "text", x_bd)):
+        alone = sae_rows(explorer, "text", x_bd[i : i + 1])[0]
+        for got, want in zip(row, alone):
+            assert np.array_equal(np.asarray(got), np.asarray(want))

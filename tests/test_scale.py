@@ -179,7 +179,14 @@ def test_items_read_lazily_equal_the_eager_table(world_index, through, monkeypat
     assert list(lazy.columns) == list(eager.columns)
     assert {"label", "attr_shape"} <= set(lazy.columns)
     rng = np.random.default_rng(0)
-    for rows_n in (rng.integers(0, 60, 25), np.array([59, 0, 59, 7, 6]), np.arange(60)[::-1]):
+    one_group, empty = np.array([8, 13, 8]), np.array([], dtype=np.int64)
+    for rows_n in (
+        rng.integers(0, 60, 25),
+        np.array([59, 0, 59, 7, 6]),
+        np.arange(60)[::-1],
+        one_group,
+        empty,
+    ):
         pd.testing.assert_frame_equal(lazy.iloc[rows_n], eager.iloc[rows_n].reset_index(drop=True))
     pd.testing.assert_series_equal(lazy.iloc[13], eager.iloc[13])
     for column in eager.columns:

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 ROWS_PER_GROUP = 8192
 """Rows per Parquet row group: what reading one item costs (at 10M items, ~1,200 groups)."""
 GROUPS_CACHED = 64
-"""Row groups an :class:`ItemTable` keeps decoded (the last ones read)."""
+"""Row groups an :class:`ItemTable` keeps decoded as DataFrames (the last ones read): all of
+an index below :data:`ARROW_MIN_ITEMS`, a few MB."""
 ARROW_MIN_ITEMS = 100_000
 """From this many items, an index is served from a memory-mapped Arrow copy of its items table
 (``items.arrow``, written once): reading the row groups of 40 random rows out of 10M costs more
@@ -169,7 +170,7 @@ class ItemTable:
         self.group_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.columns = pd.Index(names)
         self.iloc = _Rows(self)
-        self._groups: OrderedDict[int, pa.Table] = OrderedDict()
+        self._groups: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._columns: dict[str, pd.Series] = {}
 
     def __len__(self) -> int:
@@ -178,18 +179,20 @@ class ItemTable:
     def __repr__(self) -> str:
         return f"ItemTable({str(self.fpath)!r}, n_items={len(self)})"
 
-    def _group(self, g: int) -> pa.Table:
+    def _group(self, g: int) -> pd.DataFrame:
+        """Row group ``g`` as a DataFrame (its own index 0..): decoded and converted once, so
+        a page's rows are a pandas ``take``, not an Arrow-to-pandas conversion per request."""
         if g in self._groups:
             self._groups.move_to_end(g)
             return self._groups[g]
         try:
-            table = self.file.read_row_group(g)
+            frame = _frame(self.file.read_row_group(g))
         except Exception as e:
             raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.fpath.parent}: {e}") from e
-        self._groups[g] = table
+        self._groups[g] = frame
         if len(self._groups) > GROUPS_CACHED:
             self._groups.popitem(last=False)
-        return table
+        return frame
 
     def rows(self, rows_n: np.ndarray) -> pd.DataFrame:
         """The rows ``rows_n`` (in that order, repeats kept), index 0..len-1."""
@@ -200,18 +203,20 @@ class ItemTable:
         if self.arrow is not None:
             return _frame(self.arrow.take(rows_n))
         if rows_n.size == 0:
-            return _frame(self._group(0).slice(0, 0))
-        import pyarrow as pa
-
+            return self._group(0).iloc[:0]
         group_n = np.searchsorted(self.group_starts, rows_n, side="right") - 1
+        groups = np.unique(group_n)
+        if len(groups) == 1:  # the usual page: its rows share one group
+            g = int(groups[0])
+            return self._group(g).take(rows_n - self.group_starts[g]).reset_index(drop=True)
         order = np.argsort(group_n, kind="stable")  # rows grouped by row group
         parts = [
             self._group(int(g)).take(rows_n[order][group_n[order] == g] - self.group_starts[g])
-            for g in np.unique(group_n)
+            for g in groups
         ]
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
-        return _frame(pa.concat_tables(parts).take(inverse))
+        return pd.concat(parts, ignore_index=True).take(inverse).reset_index(drop=True)
 
     def __getitem__(self, column: str) -> pd.Series:
         """One whole column (read once, then kept)."""

@@ -332,8 +332,22 @@ def decode(
     """The input steered by the moved sliders (``values``, in slider order) and the extra edits."""
     if query is None:
         raise ValueError("start from an image, text or corpus item first")
-    slider_edits = moved_slider_edits(slider_latents or [], values)
-    result = explorer.steer(query, [*slider_edits, *(Edit(*e) for e in edits or [])], labels)
+    all_edits = (
+        *moved_slider_edits(slider_latents or [], values),
+        *(Edit(*e) for e in edits or []),
+    )
+    return cached(
+        explorer,
+        "steer",
+        (*query_key(query), all_edits, labels),
+        lambda: decoded_view(explorer, query, list(all_edits), labels),
+    )
+
+
+def decoded_view(explorer: Explorer, query: Query, edits: list[Edit], labels: str) -> DecodeView:
+    """:class:`DecodeView` of the input steered by ``edits`` (kept in the page cache by input,
+    edits and labels: a popular input's decode is computed once)."""
+    result = explorer.steer(query, edits, labels)
     return DecodeView(
         f"**Cosine of the steered embedding to the original:** {result.cosine_to_original:.4f}",
         result.zero_shot,

@@ -10,7 +10,7 @@ import time
 import pytest
 from _explorer_helpers import small_explorer
 
-from explorer_ui import inputs, inspect_tab, latent_tab
+from explorer_ui import inputs, inspect_tab, latent_tab, steer_tab
 from explorer_ui.page_cache import DEFAULT_ENTRIES, PAGES, PageCache
 
 
@@ -117,3 +117,31 @@ def test_the_cache_holds_no_more_pages_than_configured(explorers):
         assert PAGES.stats().entries == 3
     finally:
         PAGES.configure(DEFAULT_ENTRIES)
+
+
+def test_a_decode_is_kept_per_input_edits_and_labels(explorers, monkeypatch):
+    first, _ = explorers
+    calls = []
+    compute = first.steer
+    monkeypatch.setattr(
+        first, "steer", lambda q, edits, labels: calls.append(edits) or compute(q, edits, labels)
+    )
+    query = inputs.cached_text_query(first, "a green cross")
+    start = steer_tab.steer_start(first, query)
+    sliders = start.slider_latents
+    values = [value for _, value in sliders]
+    moved = [values[0] + 1.0, *values[1:]]
+    labels = "red, green"
+    view = steer_tab.decode(first, query, sliders, [], labels, *values)
+    assert steer_tab.decode(first, query, sliders, [], labels, *values) is view
+    assert (
+        steer_tab.decode(first, query, sliders, None, labels) is view
+    )  # sliders left out: unchanged
+    steered = steer_tab.decode(first, query, sliders, [], labels, *moved)
+    other_labels = steer_tab.decode(first, query, sliders, [], "red, blue", *values)
+    extra = steer_tab.decode(first, query, sliders, [[sliders[1][0], "zero", 0.0]], labels, *values)
+    assert len(calls) == 4  # one per distinct (input, edits, labels)
+    assert [len(edits) for edits in calls] == [0, 1, 0, 1]
+    assert steered.cosine != view.cosine and other_labels.zero_shot is not view.zero_shot
+    assert extra.changes is not view.changes
+    assert view.cosine == steer_tab.decoded_view(first, query, [], labels).cosine

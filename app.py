@@ -81,7 +81,7 @@ class ServeConfig:
         ),
     )
     page_cache: int = field(
-        default=256,
+        default=1024,
         metadata=doc(
             "deterministic pages kept in memory (a latent's page, a text's analysis), the least "
             "recently used dropped first; 0 keeps none",

@@ -38,6 +38,15 @@ def default_concurrency() -> int:
 DEFAULT_CONCURRENCY = default_concurrency()
 
 
+def default_workers() -> int:
+    """Processes computing pages beside the server's own: one per core beyond the first, at most
+    3 (one Python process computes on about one core however many there are)."""
+    return max(0, min(3, (os.cpu_count() or 1) - 1))
+
+
+DEFAULT_WORKERS = default_workers()
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """How to serve the page; each field is a flag, as :class:`StartupConfig`'s are."""
@@ -80,6 +89,14 @@ class ServeConfig:
             env="SAE_EXPLORER_MAX_SESSIONS",
         ),
     )
+    workers: int = field(
+        default=DEFAULT_WORKERS,
+        metadata=doc(
+            "worker processes computing pages (forked from the loaded app, so nothing loads "
+            "twice; CPU only); default one per core beyond the first, at most 3; 0: none",
+            env="SAE_EXPLORER_WORKERS",
+        ),
+    )
     page_cache: int = field(
         default=1024,
         metadata=doc(
@@ -90,10 +107,10 @@ class ServeConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.max_sessions < 1 or self.page_cache < 0:
+        if self.concurrency < 1 or self.max_sessions < 1 or min(self.page_cache, self.workers) < 0:
             raise ValueError(
-                f"--concurrency and --max-sessions must be >= 1 and --page-cache >= 0, got "
-                f"{self.concurrency}, {self.max_sessions} and {self.page_cache}"
+                "--concurrency and --max-sessions must be >= 1, --page-cache and --workers >= 0, "
+                f"got {self.concurrency}, {self.max_sessions}, {self.page_cache} and {self.workers}"
             )
         if not (self.request_timeout > 0 and self.max_upload_mb > 0):
             raise ValueError(
@@ -111,6 +128,7 @@ class ServeConfig:
             self.max_upload_mb,
             self.max_sessions,
             page_cache=self.page_cache,
+            workers=self.workers,
         )
 
 

@@ -70,13 +70,18 @@ class Server(NamedTuple):
 
 
 def start_server(
-    app_dpath: Path, cache_dpath: Path, port: int, log_fpath: Path, wrap: list[str]
+    app_dpath: Path,
+    cache_dpath: Path,
+    port: int,
+    log_fpath: Path,
+    wrap: list[str],
+    flags: list[str] = (),
 ) -> Server:
     """``app.py --demo`` of ``app_dpath`` on ``port`` (``wrap``: a command prefix, e.g. a
     profiler's), once it answers (the first start builds the world's index: about a minute)."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     app = [sys.executable, "app.py", "--demo", "--port", str(port), "--cache-dir", str(cache_dpath)]
-    cmd = [*wrap, *app]
+    cmd = [*wrap, *app, *flags]
     log = open(log_fpath, "w")  # noqa: SIM115 (kept open while the server runs)
     process = subprocess.Popen(cmd, cwd=app_dpath, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -300,6 +305,7 @@ class CrowdResult(NamedTuple):
     p95_s: float
     tally: Tally
     cpu_s: float
+    client_cpu_s: float  # this process's (the clients')
     rss_mb: tuple[float, float, float]  # start, max, end
     server_up: bool
 
@@ -311,7 +317,7 @@ async def run_crowd(
     """``n_clients`` clients for ``seconds``; the server's RSS sampled every second."""
     tally = Tally()
     rss = [server_rss_mb(server)]
-    cpu0, t0 = server_cpu_s(server), time.monotonic()
+    cpu0, client0, t0 = server_cpu_s(server), time.process_time(), time.monotonic()
     stop_at = t0 + seconds
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)
@@ -336,6 +342,7 @@ async def run_crowd(
         float(np.percentile(lat, 95)),
         tally,
         server_cpu_s(server) - cpu0,
+        time.process_time() - client0,
         (rss[0], max(rss), rss[-1]),
         server.process.poll() is None and alive(server),
     )
@@ -360,7 +367,8 @@ def print_crowd(r: CrowdResult) -> None:
         f"{r.clients:>4} clients  {r.calls / r.seconds:6.1f} calls/s  p50 {r.p50_s:6.2f} s  "
         f"p95 {r.p95_s:6.2f} s  errors {errors}  503s {r.tally.refused}"
         + (f" ({hints})" if hints else "")
-        + f"  server CPU {per_call:4.0f} ms/call  RSS {r.rss_mb[0]:.0f}/{r.rss_mb[1]:.0f}/"
+        + f"  server CPU {per_call:4.0f} ms/call ({r.cpu_s / r.seconds:.2f} cores; clients "
+        f"{r.client_cpu_s / r.seconds:.2f})  RSS {r.rss_mb[0]:.0f}/{r.rss_mb[1]:.0f}/"
         f"{r.rss_mb[2]:.0f} MB (start/max/end)  server {'up' if r.server_up else 'DOWN'}",
         flush=True,
     )
@@ -428,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help="index cache (default: a temp one)")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--wrap", default="", help="command prefix for the server (a profiler)")
+    parser.add_argument(
+        "--server-flags", default="", help="more flags for app.py, e.g. '--workers 0'"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.idle_seconds = 20.0, 20.0
@@ -436,8 +447,13 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "cache"
         port = args.port or free_port()
         log = Path(tmp) / "server.log"
-        print(f"starting {Path(args.app_dir).resolve()}/app.py --demo on port {port}", flush=True)
-        server = start_server(Path(args.app_dir), cache, port, log, args.wrap.split())
+        print(
+            f"starting {Path(args.app_dir).resolve()}/app.py --demo {args.server_flags} on port "
+            f"{port}",
+            flush=True,
+        )
+        flags = args.server_flags.split()
+        server = start_server(Path(args.app_dir), cache, port, log, args.wrap.split(), flags)
         try:
             return measure(server, args)
         finally:

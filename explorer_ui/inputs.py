@@ -15,7 +15,7 @@ from explorer_ui.page_cache import cached, file_digest
 from explorer_ui.uploaded_image import UploadedImage
 from explorer_ui.wiring import bind, warn
 from sae_explorer.explorer import Explorer, Query
-from sae_explorer.explorer.queries import image_query, item_query, text_query
+from sae_explorer.explorer.queries import check_item, image_query, item_query, text_query
 from sae_explorer.images import check_text
 
 View = Callable[[Explorer, Query], Sequence[Any]]
@@ -82,21 +82,20 @@ def cached_text_query(explorer: Explorer, text: str | None) -> Query:
     """:func:`text_query`, kept in the page cache by the text as checked (cut, cleaned)."""
     checked = check_text(text)
     key = (checked.text, checked.warnings)
-    return cached(explorer, "text_query", key, lambda: text_query(explorer, text))
+    return cached(explorer, "text_query", key, text_query, text)
 
 
 def cached_image_query(explorer: Explorer, path: str | None) -> Query:
     """:func:`image_query` of an upload, kept in the page cache by the file's content."""
     if not isinstance(path, str) or not os.path.isfile(path):
         return image_query(explorer, path)  # its own message for a missing file
-    return cached(
-        explorer, "image_query", (file_digest(path),), lambda: image_query(explorer, path)
-    )
+    return cached(explorer, "image_query", (file_digest(path),), image_query, path)
 
 
 def show_item(explorer: Explorer, view: View, item: float | None, *options: Any) -> Sequence[Any]:
     """A corpus item by number; ``ValueError`` names the valid range."""
-    return show_query(explorer, view, item_query(explorer, item), *options)
+    i = check_item(explorer, item)
+    return show_query(explorer, view, cached(explorer, "item_query", (i,), item_query, i), *options)
 
 
 def wire_query_inputs(

@@ -15,6 +15,7 @@ from explorer_ui import address, heatmap_panel
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.inputs import QueryInputs, query_inputs, show_item, wire_query_inputs
 from explorer_ui.page_cache import cached, query_key
+from explorer_ui.tables import Table
 from explorer_ui.thumbs import Figure, grouped_thumbs_html, thumbs_component
 from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import Diagnostics, Explorer, Query, Thumb
@@ -82,7 +83,7 @@ def layout() -> InspectTab:
                 "100 shows them all.",
                 elem_id="inspect-max-percent",
             )
-            table = gr.Dataframe(
+            table = Table(
                 label="Top latents (click a row to open it)",
                 interactive=False,
                 elem_id="inspect-table",
@@ -135,9 +136,7 @@ def inspect_view(
     """The tab's view of ``query``, leaving out latents active on more than ``max_percent`` %
     of the corpus. Kept in the page cache by input and ``max_percent``."""
     key = (*query_key(query), max_frequency(max_percent))  # None and 100 are one page
-    return cached(
-        explorer, "inspect", key, lambda: build_inspect_view(explorer, query, max_percent)
-    )
+    return cached(explorer, "inspect", key, build_inspect_view, query, max_percent)
 
 
 def build_inspect_view(

@@ -18,6 +18,7 @@ from explorer_ui import address
 from explorer_ui.exports import ExportControls, ExportFormat, export_controls, export_dpath
 from explorer_ui.figure_export import FigureControls, figure_controls, latent_figure
 from explorer_ui.page_cache import cached
+from explorer_ui.tables import Table
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, warn
 from sae_explorer.coactivation import TreeNode
@@ -95,7 +96,7 @@ def layout(explorer: Explorer) -> LatentTab:
             open_button = gr.Button("Open", size="sm")
             search = gr.Textbox(label="…or search names", placeholder="e.g. blue")
             search_button = gr.Button("Search", size="sm")
-        hits = gr.Dataframe(
+        hits = Table(
             label="Matches (click to open); score = cosine of the word with the latent's "
             "direction, +1 when one of its names contains the word",
             interactive=False,
@@ -108,7 +109,7 @@ def layout(explorer: Explorer) -> LatentTab:
                 gr.Markdown("**Max-activating images** (activation)")
                 top_images = thumbs_component("latent-top", clickable=True)
             with gr.Column(scale=1):
-                top_texts = gr.Dataframe(
+                top_texts = Table(
                     label="Max-activating texts", interactive=False, elem_id="latent-texts"
                 )
         with gr.Row():
@@ -119,19 +120,19 @@ def layout(explorer: Explorer) -> LatentTab:
                 label_mix = gr.Plot(label="Labels of its examples", elem_id="latent-labels")
             with gr.Column(scale=1):
                 release = " beside the MSAE release's" if explorer.release_names else ""
-                names = gr.Dataframe(
+                names = Table(
                     label=f"Names (vocabulary; {score_label(explorer)}){release}",
                     interactive=False,
                 )
-                similar = gr.Dataframe(
+                similar = Table(
                     label="Most similar decoder directions (click to open)", interactive=False
                 )
-                quantiles = gr.Dataframe(
+                quantiles = Table(
                     label="Quantile samples: active items from each activation quantile bin "
                     "(quantile_bin 0 = weakest), not only the strongest",
                     interactive=False,
                 )
-                family = gr.Dataframe(
+                family = Table(
                     label="Matryoshka parents and children (click to open): p_parent = "
                     "P(parent active | child active), p_child = P(child active | parent active)",
                     interactive=False,
@@ -201,7 +202,7 @@ def latent_view(explorer: Explorer, latent: float | str | None) -> LatentView:
     rounded: 1.5 is refused, 3.0 is latent 3) or a deep link's or API caller's string ("3.0" is
     latent 3, "NaN" is refused: never a name search). Kept in the page cache by id."""
     latent_id = explorer.check_latent(latent)
-    return cached(explorer, "latent", (latent_id,), lambda: build_latent_view(explorer, latent_id))
+    return cached(explorer, "latent", (latent_id,), build_latent_view, latent_id)
 
 
 def build_latent_view(explorer: Explorer, latent_id: int) -> LatentView:
@@ -284,7 +285,7 @@ def latent_link(latent_id: int) -> str:
 def search_hits(explorer: Explorer, text: str | None) -> pd.DataFrame:
     """Latents whose names match (latent, score, names); a warning when none does."""
     query = (text or "").strip()
-    hits = cached(explorer, "search", (query,), lambda: explorer.search_latents(query))
+    hits = cached(explorer, "search", (query,), Explorer.search_latents, query)
     if hits.empty:
         warn([f"no latent names match {text!r}"])
     return hits

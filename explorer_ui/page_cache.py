@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from explorer_ui import compute_pool, tables
 from sae_explorer.explorer import Explorer, Query
 
 T = TypeVar("T")
@@ -125,9 +126,22 @@ MAX_KEY_CHARS = 4096
 
 
 def cached(
-    explorer: Explorer, view: str, args: tuple[Hashable, ...], compute: Callable[[], T]
+    explorer: Explorer,
+    view: str,
+    args: tuple[Hashable, ...],
+    fn: Callable[..., T],
+    *fn_args: Any,
 ) -> T:
-    """``compute()``, kept in :data:`PAGES` under the explorer, the view's name and ``args``."""
+    """``fn(explorer, *fn_args)``, kept in :data:`PAGES` under the explorer, the view's name
+    and ``args``; computed on the compute workers when the app has them
+    (:mod:`explorer_ui.compute_pool`: ``fn`` is then a module-level function and ``fn_args``
+    picklable)."""
+
+    def compute() -> T:
+        view = compute_pool.compute(explorer, fn, *fn_args)
+        tables.freeze(view)  # kept and shared: its tables are rendered once
+        return view
+
     if sum(len(a) for a in args if isinstance(a, str)) > MAX_KEY_CHARS:
         return compute()
     return PAGES.get((explorer_key(explorer), view, *args), compute)

@@ -31,6 +31,7 @@ from starlette.middleware import Middleware
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
 
+from explorer_ui.compute_pool import start_pool
 from explorer_ui.overload import RetryHint, retry_after_s
 from explorer_ui.page_cache import DEFAULT_ENTRIES, PAGES
 from explorer_ui.quiet_queue import quiet
@@ -70,6 +71,7 @@ class ServeLimits:
     cache_ttl_s: int = 600  # uploads and handed-out exports older than this are deleted
     max_cache_mb: float = 1024.0  # and the oldest beyond this size
     page_cache: int = DEFAULT_ENTRIES  # deterministic pages kept (0: none)
+    workers: int = 0  # processes computing the pages the cache misses (0: this one)
     max_batch: int = 16  # inputs in one batched model call at most
     batch_wait_ms: float = 2.0  # how long a batch waits for more inputs when the model is free
 
@@ -247,6 +249,7 @@ def prepare_serving(demo: gr.Blocks, explorer: Explorer, limits: ServeLimits) ->
     the sweep keeping Gradio's cache folder bounded)."""
     RUNNER.configure(limits.concurrency, limits.request_timeout_s)
     PAGES.configure(limits.page_cache)
+    start_pool(explorer, limits.workers)  # forked now, before the server's threads exist
     explorer.batchers.configure(limits.max_batch, limits.batch_wait_ms / 1000)
     quiet(queued(demo, limits.concurrency))
     for fn in demo.fns.values():

@@ -17,6 +17,7 @@ from explorer_ui import address
 from explorer_ui.inputs import QueryInputs, query_inputs, wire_query_inputs
 from explorer_ui.page_cache import cached, query_key
 from explorer_ui.steer_slider import SteerSlider
+from explorer_ui.tables import Table
 from explorer_ui.thumbs import item_figures, thumbs_component, thumbs_html
 from explorer_ui.wiring import bind, markdown_text
 from sae_explorer.explorer import DEFAULT_LABEL_TEXT, DEFAULT_LABELS, Explorer, Query
@@ -144,10 +145,8 @@ def layout() -> SteerTab:
                 decode_button = gr.Button("Decode", variant="primary", elem_id="steer-decode")
             with gr.Column():
                 cosine = gr.Markdown(elem_id="steer-cosine")
-                zero_shot = gr.Dataframe(label="Zero-shot scores", interactive=False)
-                changes = gr.Dataframe(
-                    label="Edited latents", interactive=False, elem_id="steer-changes"
-                )
+                zero_shot = Table(label="Zero-shot scores", interactive=False)
+                changes = Table(label="Edited latents", interactive=False, elem_id="steer-changes")
         results = DecodeOutputs(cosine, zero_shot, changes, *neighbour_outputs())
         sweep = sweep_controls()
     return SteerTab(
@@ -174,7 +173,7 @@ def edit_controls() -> EditControls:
     with gr.Row():
         add_button = gr.Button("Add edit", size="sm", elem_id="steer-add")
         clear_button = gr.Button("Clear edits", size="sm")
-    table = gr.Dataframe(
+    table = Table(
         headers=EDIT_COLUMNS, label="Extra edits", interactive=False, elem_id="steer-edits"
     )
     return EditControls(latent, op, strength, add_button, clear_button, table)
@@ -189,8 +188,8 @@ def neighbour_outputs() -> tuple[gr.HTML, gr.HTML, gr.Dataframe, gr.Dataframe]:
             gr.Markdown("**Nearest corpus images: after** (cosine)")
             images_after = thumbs_component("steer-after", clickable=True)
     with gr.Row():
-        neighbours_before = gr.Dataframe(label="Nearest items: before", interactive=False)
-        neighbours_after = gr.Dataframe(label="Nearest items: after", interactive=False)
+        neighbours_before = Table(label="Nearest items: before", interactive=False)
+        neighbours_after = Table(label="Nearest items: after", interactive=False)
     return images_before, images_after, neighbours_before, neighbours_after
 
 
@@ -271,7 +270,7 @@ def steer_start(explorer: Explorer, query: Query) -> SteerStart:
 def start_outputs(explorer: Explorer, query: Query) -> tuple[Any, ...]:
     """:func:`steer_start` as the tab's outputs: the filled sliders shown, the others hidden
     (the start kept in the page cache by input)."""
-    start = cached(explorer, "steer_start", query_key(query), lambda: steer_start(explorer, query))
+    start = cached(explorer, "steer_start", query_key(query), steer_start, query)
     shown = [
         gr.Slider(
             minimum=0.0,
@@ -340,7 +339,10 @@ def decode(
         explorer,
         "steer",
         (*query_key(query), all_edits, labels),
-        lambda: decoded_view(explorer, query, list(all_edits), labels),
+        decoded_view,
+        query,
+        list(all_edits),
+        labels,
     )
 
 

@@ -48,10 +48,9 @@ def text_query(explorer: Explorer, text: str | None) -> Query:
 
 def item_query(explorer: Explorer, item: int | float | str | None) -> Query:
     i = check_item(explorer, item)
-    row = explorer.items.iloc[i]
+    row = examples.normalise_examples(explorer.items.iloc[[i]].assign(item=i)).iloc[0]
     x_d = np.asarray(explorer.index.embeddings[i], dtype=np.float32)
-    label = examples.normalise_examples(explorer.items.iloc[[i]].assign(item=i))["label"].iloc[0]
-    return Query(x_d, "item", f"corpus item {i} ({row['modality']}): {label}", (), i)
+    return Query(x_d, "item", f"corpus item {i} ({row['modality']}): {row['label']}", (), i)
 
 
 def query_modality(explorer: Explorer, query: Query) -> Modality:

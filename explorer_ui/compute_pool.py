@@ -107,8 +107,10 @@ class ComputePool:
             initializer=_start_worker,
             initargs=(os.getpid(),),
         )
-        self.pids = sorted(set(self._pool.map(_pid, range(4 * n_workers))))
-        """The workers' process ids (every worker is forked by the first task)."""
+        before = {p.pid for p in multiprocessing.active_children()}
+        self._pool.submit(_pid, 0).result()  # forks every worker (a fork pool starts them all)
+        self.pids = sorted(p.pid for p in multiprocessing.active_children() if p.pid not in before)
+        """The workers' process ids."""
 
     def run(self, explorer: Explorer, fn: Callable[..., T], *args: Any) -> T:
         """``fn(explorer, *args)`` on a worker when ``explorer`` is the pool's and the pool is

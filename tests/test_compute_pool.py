@@ -111,10 +111,12 @@ def test_the_workers_end_with_the_server(explorer, cache_dpath):
         """
     )
     server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    pids = [int(p) for p in server.stdout.readline().split()]
-    assert len(pids) == 2 and all(alive(p) for p in pids)
-    server.kill()
-    server.wait()
+    try:
+        pids = [int(p) for p in server.stdout.readline().split()]
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+    finally:
+        server.kill()
+        server.wait()
     deadline = time.monotonic() + 10
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -5,6 +5,7 @@ lazily by row group giving the eager table's rows."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -14,7 +15,7 @@ from _precompute_helpers import build_sae
 
 from sae_explorer.index import ActivationIndex
 from sae_explorer.index import items as items_module
-from sae_explorer.index.ann import AnnConfig
+from sae_explorer.index.ann import AnnConfig, prefetch_rows
 from sae_explorer.index.files import ANN_META_NAME, ANN_NAME
 from sae_explorer.precompute import PrecomputeConfig, index_embeddings, precompute
 
@@ -77,6 +78,28 @@ def test_ann_recall_against_exact_and_exact_similarities(ann_index):
         np.testing.assert_allclose(shared["similarity_ann"], shared["similarity_exact"], atol=1e-5)
         assert (np.diff(got["similarity"]) <= 0).all()
     assert np.mean(recalls) >= 0.95
+
+
+def test_the_rerank_rows_are_prefetched_from_their_own_bytes(ann_index, monkeypatch):
+    """The re-rank asks the kernel for exactly its candidates' bytes of the embeddings file
+    (a hint before the gather), and nothing for an array that is not a whole file's map."""
+    index, x_nd = ann_index
+    advised = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *a: advised.append(a), raising=False)
+    got = index.nearest(queries(x_nd, 1)[0], 10)
+    embeddings = index.embeddings
+    assert len(advised) >= 10 and {a[2] for a in advised} == {os.POSIX_FADV_WILLNEED}
+    with open(embeddings.filename, "rb") as fh:
+        read = []
+        for offset, length, _ in advised:
+            fh.seek(offset)
+            read.append(np.frombuffer(fh.read(length), dtype=embeddings.dtype))
+    rows = [np.flatnonzero((embeddings == r).all(axis=1))[0] for r in read]
+    assert set(got["item_idx"]) <= set(rows)  # every neighbour's row was prefetched
+    advised.clear()
+    prefetch_rows(embeddings[1:], np.array([0, 5]))  # a view: offsets unknown, no hint
+    prefetch_rows(np.asarray(embeddings), np.array([0, 5]))  # in memory: nothing to read
+    assert advised == []
 
 
 def test_ann_modality_filter_keeps_only_that_modality(tmp_path):

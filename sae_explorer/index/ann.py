@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +244,27 @@ class AnnSearcher:
             q_d[None].astype(np.float32), n_candidates, params=self._params(modality)
         )
         rows = np.unique(ids[0][ids[0] >= 0])
+        prefetch_rows(self.embeddings_nd, rows)
         block = np.asarray(self.embeddings_nd[rows], dtype=np.float32)
         sims = block @ q_d / np.linalg.norm(block, axis=1).clip(min=1e-12)
         order = np.argsort(-sims, kind="stable")[:k]
         return Neighbours(rows[order].astype(np.int64), sims[order].astype(np.float32))
+
+
+def prefetch_rows(array_nd: np.ndarray, rows_k: np.ndarray) -> None:
+    """Ask the kernel to read the pages of rows ``rows_k`` of a memory-mapped array all at once
+    (``POSIX_FADV_WILLNEED``), before they are gathered: at 10M items the re-rank's ~160 rows lie
+    scattered over a 10 GB file, and gathered one by one each is a page fault waiting on the
+    disk in turn. A hint only: what is read never changes; nothing happens for an array that is
+    not a whole file's memory map or where the call does not exist."""
+    fname, offset = getattr(array_nd, "filename", None), getattr(array_nd, "offset", None)
+    whole = isinstance(array_nd, np.memmap) and isinstance(array_nd.base, mmap.mmap)
+    if fname is None or offset is None or not whole or not hasattr(os, "posix_fadvise"):
+        return
+    row_bytes = array_nd.strides[0]
+    fd = os.open(fname, os.O_RDONLY)
+    try:
+        for row in rows_k.tolist():
+            os.posix_fadvise(fd, offset + row * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)

@@ -90,11 +90,11 @@ class ComputePool:
             raise ValueError(f"a compute pool needs at least 1 worker, got {n_workers}")
         import torch
 
-        device = str(explorer.encoder.device)
-        if device != "cpu" or torch.cuda.is_initialized():
+        device, cuda_started = str(explorer.encoder.device), torch.cuda.is_initialized()
+        if device != "cpu" or cuda_started:
             raise ValueError(
                 f"compute workers need a CPU explorer (this one runs on {device}, CUDA "
-                f"{'started' if torch.cuda.is_initialized() else 'not started'}; CUDA cannot be "
+                f"{'started' if cuda_started else 'not started'}; CUDA cannot be "
                 "used in a forked process, and on a GPU the model already runs outside the GIL)"
             )
         global _WORKER_EXPLORER

@@ -168,13 +168,13 @@ class ItemTable:
             )
         meta = self.file.metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        self.group_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.group_starts = _starts(sizes)
         self.columns = pd.Index(names)
         self.iloc = _Rows(self)
         self._groups: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._columns: dict[str, pd.Series] = {}
-        self._arrow_batches: list[pa.RecordBatch] | None = None
-        self._batch_starts = np.zeros(1, dtype=np.int64)
+        self._batches = [] if arrow is None else arrow.to_batches()  # zero-copy views
+        self._batch_starts = _starts([b.num_rows for b in self._batches])
 
     def __len__(self) -> int:
         return int(self.group_starts[-1])
@@ -211,20 +211,13 @@ class ItemTable:
 
             if rows_n.size == 0:
                 return _frame(self.arrow.slice(0, 0))
-            batches = self._batches()
-            parts, inverse = _by_part(self._batch_starts, rows_n, lambda b, i: batches[b].take(i))
+            batches, starts = self._batches, self._batch_starts
+            parts, inverse = _by_part(starts, rows_n, lambda b, i: batches[b].take(i))
             return _frame(pa.Table.from_batches(parts).take(inverse))
         if rows_n.size == 0:
             return self._group(0).iloc[:0]
         parts, inverse = _by_part(self.group_starts, rows_n, lambda g, i: self._group(g).take(i))
         return pd.concat(parts, ignore_index=True).take(inverse).reset_index(drop=True)
-
-    def _batches(self) -> list[pa.RecordBatch]:
-        if self._arrow_batches is None:
-            self._arrow_batches = self.arrow.to_batches()
-            sizes = [b.num_rows for b in self._arrow_batches]
-            self._batch_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        return self._arrow_batches
 
     def __getitem__(self, column: str) -> pd.Series:
         """One whole column (read once, then kept)."""
@@ -240,6 +233,11 @@ class ItemTable:
                 series.astype(MODALITY_DTYPE) if column == "modality" else series
             )
         return self._columns[column]
+
+
+def _starts(sizes: Sequence[int]) -> np.ndarray:
+    """Each part's first row, and the total last (parts of ``sizes`` rows, in order)."""
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
 
 
 def _by_part(

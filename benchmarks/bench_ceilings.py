@@ -111,6 +111,27 @@ def decode_torch(encoder, blobs: list[torch.Tensor], device: torch.device, batch
     return timed(run, device)
 
 
+def agreement(encoder, corpus, blobs, device: torch.device, n: int = 32) -> str:
+    """What the device's decode path (nvJPEG on a GPU) gives against open_clip's PIL
+    preprocessing on the first ``n`` photos: pixels (0..255) and fp32 tower embeddings."""
+    from sae_explorer.pixels import decode_jpegs, resize_crop, tensor_steps
+
+    steps = tensor_steps(encoder.preprocess.pil_steps)
+    images = decode_jpegs(blobs[:n], device)
+    ours = encoder.preprocess.finish_planar(resize_crop(images, steps)).float().cpu()
+    pil = torch.stack([encoder.preprocess(encoder.load_image(i.source)) for i in corpus.items[:n]])
+    std = torch.tensor(encoder.preprocess.tensor_steps[-1].std).view(1, 3, 1, 1)
+    diff_255 = ((ours - pil) * std * 255).abs()
+    cosine = torch.nn.functional.cosine_similarity(
+        encoder.encode_pixels(ours), encoder.encode_pixels(pil)
+    )
+    return (
+        f"{device.type} decode vs PIL on {len(pil)} photos: pixels mean |diff| "
+        f"{diff_255.mean():.3f}/255 (max {diff_255.max():.0f}); fp32 embeddings cosine min "
+        f"{cosine.min():.5f}"
+    )
+
+
 # --------------------------------------------------------------------------- models
 def tower(encoder, n: int, batch: int) -> float:
     """The visual tower on pixels already on the device in its input type."""
@@ -160,8 +181,11 @@ def measure(arch: str, args, corpus, blobs) -> list[Figure]:
     from sae_explorer.precompute import PrecomputeConfig
     from sae_explorer.sae import SAE, SAEConfig
 
-    encoder = load_encoder(arch, device=args.device)
+    # Loaded in fp32 and copied down per precision (a copy is what open_clip builds in it);
+    # end to end in what ``auto`` picks for the device (fp16 on a GPU), as precompute runs.
+    encoder = load_encoder(arch, device=args.device, precision="fp32")
     device = torch.device(encoder.device)
+    run_precision = "fp16" if device.type in {"cuda", "mps"} else "fp32"
     batch = device_batch_size(args.batch_size, device)
     figures = [
         Figure(
@@ -179,6 +203,7 @@ def measure(arch: str, args, corpus, blobs) -> list[Figure]:
         figures.append(
             Figure("decode nvJPEG", decode_torch(encoder, blobs, device, batch), f"batch {batch}")
         )
+    print(f"  {arch}: {agreement(encoder, corpus, blobs, device)}", flush=True)
     gpu = device.type == "cuda"
     precisions = args.precisions or (["fp32", "fp16", "bf16"] if gpu else ["fp32", "bf16"])
     for precision in precisions:
@@ -204,15 +229,17 @@ def measure(arch: str, args, corpus, blobs) -> list[Figure]:
             f"{sae.n_latents} latents",
         )
     )
-    cfg = PrecomputeConfig(names=False, n_workers=args.workers, batch_size=args.batch_size)
+    cfg = PrecomputeConfig(
+        names=False, n_workers=args.workers, batch_size=args.batch_size, precision=run_precision
+    )
     figures.append(
         Figure(
             "end-to-end precompute",
-            end_to_end(encoder, sae, corpus, cfg),
-            f"precision {encoder.precision}, decode {cfg.decode}",
+            end_to_end(encoder.at_precision(run_precision), sae, corpus, cfg),
+            f"precision {run_precision}, decode {cfg.decode}",
         )
     )
-    return figures, encoder.precision
+    return figures, run_precision
 
 
 def ratios(figures: list[Figure], precision: str) -> dict[str, float]:

@@ -76,6 +76,23 @@ def index_rows_s(sae, x_nd: np.ndarray, index_on: str, args, dpath: Path) -> tup
     return len(x_nd) / total_s, len(x_nd) / stage_s
 
 
+def index_differences(host_dpath: Path, device_dpath: Path, sum_rtol: float = 1e-5) -> str:
+    """Where the device-built index differs from the host-built one: top-M sets, counts,
+    maxima, histograms, samples and codes equal; sums within ``sum_rtol``; '' when none does."""
+    found = []
+    for fpath in sorted(host_dpath.glob("*.npy")):
+        a, b = np.load(fpath), np.load(device_dpath / fpath.name)
+        if fpath.name == "latent_sum.npy":
+            same = np.allclose(b, a, rtol=sum_rtol, atol=0)
+        elif fpath.name == "latent_top_idx.npy":  # a set per latent (ties may order apart)
+            same = np.array_equal(np.sort(a, axis=1), np.sort(b, axis=1))
+        else:
+            same = a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+        if not same:
+            found.append(fpath.name)
+    return ", ".join(found) and f"no, they differ in {', '.join(found)}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,18 +123,21 @@ def main() -> None:
         sae = make_sae(args.d, n_latents, "TopKReLU", 64, args.density).to(device)
         bare = bare_encode_rows_s(sae, x_nd, args.batch, device)
         print(f"  {args.d} -> {n_latents:,}: bare sae.encode {bare:,.0f} rows/s", flush=True)
-        for mode in args.modes.split(","):
-            with tempfile.TemporaryDirectory(prefix="bench_index_device_") as tmp:
-                whole, stage = index_rows_s(sae, x_nd, mode, args, Path(tmp) / "index")
-            print(
-                f"    index_on={mode:6s} build {whole:,.0f} rows/s ({whole / bare:.0%} of bare); "
-                f"SAE stage {stage:,.0f} rows/s ({stage / bare:.0%} of bare)",
-                flush=True,
-            )
-            figures.append(
-                {"n_latents": n_latents, "index_on": mode, "bare_rows_s": bare}
-                | {"build_rows_s": whole, "stage_rows_s": stage}
-            )
+        with tempfile.TemporaryDirectory(prefix="bench_index_device_") as tmp:
+            for mode in args.modes.split(","):
+                whole, stage = index_rows_s(sae, x_nd, mode, args, Path(tmp) / mode)
+                print(
+                    f"    index_on={mode:6s} build {whole:,.0f} rows/s ({whole / bare:.0%} of "
+                    f"bare); SAE stage {stage:,.0f} rows/s ({stage / bare:.0%} of bare)",
+                    flush=True,
+                )
+                figures.append(
+                    {"n_latents": n_latents, "index_on": mode, "bare_rows_s": bare}
+                    | {"build_rows_s": whole, "stage_rows_s": stage}
+                )
+            if {"device", "host"} <= set(args.modes.split(",")):
+                differences = index_differences(Path(tmp) / "host", Path(tmp) / "device")
+                print(f"    device index == host index: {differences or 'yes'}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 

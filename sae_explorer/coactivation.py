@@ -117,7 +117,8 @@ class Coactivations:
     @classmethod
     def from_index(cls, index, top_k: int | None = None) -> Coactivations:
         """From an :class:`~sae_explorer.index.ActivationIndex`."""
-        return cls(index.codes_indptr, index.codes_ids, index.n_latents, index.levels, top_k)
+        indptr = index.whole_codes_indptr()
+        return cls(indptr, index.codes_ids, index.n_latents, index.levels, top_k)
 
     def coactive(self, latent: int) -> np.ndarray:
         """int64 [n_latents]: items where ``latent`` and each latent are both active."""

@@ -166,18 +166,25 @@ class ClipEncoder:
 
     def at_precision(self, precision: str) -> ClipEncoder:
         """This encoder with its towers in ``precision`` (a copy of the model; ``self`` when
-        it is in that precision already, or for ``auto``). ValueError where this device's
-        torch cannot run the towers' operations in that type (:func:`check_precision`)."""
+        it is in that precision already, or for ``auto``), as open_clip builds a model in that
+        precision: weights rounded, layer norms computed in fp32. ValueError where this
+        device's torch cannot run the towers' operations in that type (:func:`check_precision`)
+        and for an encoder loaded below fp32 (its weights are rounded already)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "auto" or precision == self.precision:
             return self
+        if self.precision != "fp32":  # widened or re-rounded, the weights would not be these
+            raise ValueError(
+                f"precision {precision!r} needs the weights as loaded: this encoder holds them "
+                f"rounded to {self.precision}; load it with precision={precision!r}"
+            )
         check_precision(precision, self.device)
         model = copy.deepcopy(self.model)
-        if precision == "fp32":
-            model.float()
-        else:
-            open_clip.convert_weights_to_lp(model, DTYPES[precision])
+        open_clip.convert_weights_to_lp(model, DTYPES[precision])
+        for module in model.modules():  # as open_clip builds a low-precision model
+            if type(module) is open_clip.transformer.LayerNorm:
+                module.__class__ = open_clip.transformer.LayerNormFp32
         other = copy.copy(self)
         other.model, other.input_dtype = model.eval(), DTYPES[precision]
         return other

@@ -71,7 +71,7 @@ def scored_modality(index: ActivationIndex) -> ScoredOn:
 def active_matrix(index: ActivationIndex, rows_n: np.ndarray) -> scipy.sparse.csc_matrix:
     """bool [len(rows_n), n_latents], CSC: where each latent is active among the items ``rows_n``
     (from the index's stored codes)."""
-    indptr = np.asarray(index.codes_indptr, dtype=np.int64)
+    indptr = index.whole_codes_indptr()
     ids = np.asarray(index.codes_ids)
     values = np.asarray(index.codes_values)
     starts, ends = indptr[rows_n], indptr[rows_n + 1]

@@ -46,9 +46,37 @@ def resolve_decoder(decoder: str, device: torch.device | str) -> str:
 
 
 def is_whole_jpeg(data: bytes | memoryview) -> bool:
-    """Whether ``data`` is a JPEG with its end marker (a truncated file goes to PIL, which
-    refuses it as before; torchvision would decode its first half)."""
-    return bytes(data[:3]) == JPEG_START and bytes(data[-2:]) == JPEG_END
+    """Whether ``data`` is a grey or colour (YCbCr/RGB) JPEG with its end marker, what the
+    tensor path decodes. A truncated file goes to PIL, which refuses it as before (torchvision
+    would decode its first half); so does a CMYK/YCCK one, whose colours nvJPEG is not asked
+    to convert as PIL does."""
+    if bytes(data[:3]) != JPEG_START or bytes(data[-2:]) != JPEG_END:
+        return False
+    return jpeg_components(data) in (1, 3)
+
+
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""Start-of-frame markers (baseline, progressive, lossless...); C4, C8 and CC are others."""
+
+
+def jpeg_components(data: bytes | memoryview) -> int | None:
+    """The colour components of a JPEG's frame (1 grey, 3 colour, 4 CMYK/YCCK), read from its
+    start-of-frame header; None where the markers before it do not parse."""
+    pos = 2  # after SOI
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(bytes(data[pos + 2 : pos + 4]), "big")
+        if marker in SOF_MARKERS:
+            return data[pos + 9] if pos + 9 < len(data) else None
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            return None
+        pos += 2 + length
+    return None
 
 
 def tensor_steps(pil_steps: Sequence[Callable] | None) -> list[TensorStep] | None:
@@ -80,6 +108,11 @@ def decode_jpegs(datas: Sequence[torch.Tensor], device: torch.device | str) -> l
     if not datas:
         return []
     device = torch.device(device)
+    if device.type == "cuda":
+        # torchvision allocates the outputs on this stream but decodes on its own, which does
+        # not wait for this one: memory just freed here may still be read by queued kernels
+        # (pytorch/vision#9606). Drained first, nothing queued can see the decode's writes.
+        torch.cuda.current_stream(device).synchronize()
     try:
         return list(decode_jpeg(list(datas), mode=ImageReadMode.RGB, device=device))
     except RuntimeError:  # one bad file fails the batch: decode one by one

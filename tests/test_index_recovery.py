@@ -185,6 +185,29 @@ def test_served_values_are_checked_even_where_the_time_was_kept(reference, tmp_p
         ActivationIndex.load(dpath)
 
 
+def test_codes_pointers_out_of_order_are_refused_where_they_are_read(reference, tmp_path):
+    """An open checks only the ends of the codes pointers (reading all 80 MB of them at 10M
+    items cost a cold open ~0.1-0.4 s); the order between is checked wherever codes are read:
+    an item's own pointers, all of them by a whole reader and by ``verify``."""
+    from sae_explorer.coactivation import Coactivations
+
+    _, dpath = copied_cache(reference, tmp_path)
+    indptr = np.load(dpath / "codes_indptr.npy")
+    indptr[5] = indptr[7] + 1  # item 5's codes would run backwards
+    mtime_ns = (dpath / "codes_indptr.npy").stat().st_mtime_ns
+    np.save(dpath / "codes_indptr.npy", indptr)
+    os.utime(dpath / "codes_indptr.npy", ns=(mtime_ns, mtime_ns))  # unseen by the checksums
+    index = ActivationIndex.load(dpath)
+    assert len(index.item_codes(0).ids) == indptr[1] - indptr[0]
+    with pytest.raises(
+        CorruptIndexError, match=r"is out of order: item 5's codes run from \d+ to \d+"
+    ):
+        index.item_codes(5)
+    for read_whole in (index.check_codes, lambda: Coactivations.from_index(index)):
+        with pytest.raises(CorruptIndexError, match=r"codes_indptr.npy in .* is out of order"):
+            read_whole()
+
+
 def test_verify_command_names_every_damaged_file(reference, tmp_path, capsys):
     _, dpath = copied_cache(reference, tmp_path)
     assert verify_main([str(dpath)]) == 0

@@ -70,6 +70,22 @@ def test_truncated_jpeg_is_not_handed_to_torchvision(tmp_path):
     assert is_whole_jpeg(whole) and not is_whole_jpeg(cut) and not is_whole_jpeg(png)
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_cmyk_jpegs_go_to_pil_grey_and_colour_ones_to_torch(progressive):
+    """nvJPEG is not asked to convert CMYK as PIL does: such JPEGs are decoded by PIL."""
+    import io
+
+    from PIL import Image
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    kinds = {}
+    for mode in ("RGB", "L", "CMYK"):
+        buffer = io.BytesIO()
+        rgb.convert(mode).save(buffer, "JPEG", progressive=progressive)
+        kinds[mode] = is_whole_jpeg(memoryview(buffer.getvalue()))
+    assert kinds == {"RGB": True, "L": True, "CMYK": False}
+
+
 def test_undecodable_jpeg_is_none_and_the_rest_decode():
     good = torch.frombuffer(bytearray(_jpeg_bytes(seed=3)), dtype=torch.uint8)
     bad = torch.frombuffer(
@@ -136,6 +152,19 @@ def test_bf16_tower_is_a_copy_close_to_fp32(shapes_encoder):
     assert next(shapes_encoder.model.parameters()).dtype == torch.float32  # untouched
     assert F.cosine_similarity(bf16.encode_pixels(pixels), x32).min() > 0.99
     assert bf16.at_precision("bf16") is bf16
+
+
+def test_a_lower_precision_copy_is_what_open_clip_builds_in_it(shapes_encoder):
+    """Layer norms in fp32 as open_clip's own low-precision build has them (CUDA's layer norm
+    refuses bf16 input with fp32 weights; the CPU computed it in bf16); and no weights widened
+    from rounded ones under an fp32 name."""
+    pixels = torch.rand(4, 3, 64, 64)
+    copied = shapes_encoder.at_precision("bf16")
+    built = load_encoder("builtin:shapes", device="cpu", precision="bf16")
+    assert torch.equal(copied.encode_pixels(pixels), built.encode_pixels(pixels))
+    assert torch.equal(copied.encode_texts(["a red circle"]), built.encode_texts(["a red circle"]))
+    with pytest.raises(ValueError, match="holds them rounded to bf16; load it with precision"):
+        built.at_precision("fp32")
 
 
 # --------------------------------------------------------------------------- the loader

@@ -4,6 +4,7 @@ lazily by row group giving the eager table's rows."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -14,8 +15,9 @@ import pytest
 from _precompute_helpers import build_sae
 
 from sae_explorer.index import ActivationIndex
+from sae_explorer.index import ann as ann_module
 from sae_explorer.index import items as items_module
-from sae_explorer.index.ann import AnnConfig, prefetch_rows
+from sae_explorer.index.ann import AnnConfig, PageCacheWarmer, prefetch_rows
 from sae_explorer.index.files import ANN_META_NAME, ANN_NAME
 from sae_explorer.precompute import PrecomputeConfig, index_embeddings, precompute
 
@@ -100,6 +102,26 @@ def test_the_rerank_rows_are_prefetched_from_their_own_bytes(ann_index, monkeypa
     prefetch_rows(embeddings[1:], np.array([0, 5]))  # a view: offsets unknown, no hint
     prefetch_rows(np.asarray(embeddings), np.array([0, 5]))  # in memory: nothing to read
     assert advised == []
+
+
+def test_an_opened_ann_file_is_read_once_in_the_background(tmp_path, monkeypatch):
+    """The first queries after an open would fault the visited inverted lists in from the disk
+    one run of pages at a time; the open has the file read into the page cache meanwhile."""
+    index = built(tmp_path, "a", clustered(3000, seed=2), ANN)
+    started: list[PageCacheWarmer] = []
+    monkeypatch.setattr(PageCacheWarmer, "start", lambda self: started.append(self))
+    with_cfg(index, ANN).prepare_serving()
+    assert [w.fpath for w in started] == [index.dpath / ANN_NAME]
+    started[0].block = 1000  # several blocks and a short last one
+    started[0].run()
+    assert started[0].n_bytes == (index.dpath / ANN_NAME).stat().st_size
+    monkeypatch.setattr(ann_module, "physical_memory", lambda: 3 * started[0].n_bytes)
+    too_big = PageCacheWarmer(index.dpath / ANN_NAME)  # over a quarter of the memory: left
+    too_big.run()
+    assert too_big.n_bytes == 0
+    missing = PageCacheWarmer(tmp_path / "gone.faiss")  # a hint: nothing raised
+    missing.run()
+    assert missing.n_bytes == 0
 
 
 def test_ann_modality_filter_keeps_only_that_modality(tmp_path):
@@ -196,8 +218,11 @@ def test_items_read_lazily_equal_the_eager_table(world_index, through, monkeypat
     assert pq.ParquetFile(index.dpath / "items.parquet").metadata.num_row_groups == 9  # 60 / 7
     monkeypatch.setattr(items_module, "GROUPS_CACHED", 2)  # groups dropped and read again
     monkeypatch.setattr(items_module, "ARROW_MIN_ITEMS", 60 if through == "items.arrow" else 61)
+    monkeypatch.setattr(items_module, "ARROW_BATCH_ROWS", 16)  # groups of 7 gathered, split
     lazy, eager = index.item_table, index.items
     assert (lazy.arrow is not None) == (through == "items.arrow")
+    if lazy.arrow is not None:
+        assert [len(b) for b in lazy.arrow.to_batches()] == [16, 16, 16, 12]
     assert len(lazy) == len(eager) == 60
     assert list(lazy.columns) == list(eager.columns)
     assert {"label", "attr_shape"} <= set(lazy.columns)
@@ -235,6 +260,34 @@ def test_an_items_arrow_of_other_items_is_refused_and_rewritten(
     assert "the index has 60 rows" in caplog.text
     pd.testing.assert_frame_equal(rows, index.items)
     assert len(ActivationIndex.load(copy).item_table.arrow) == 60  # rewritten
+
+
+def test_an_items_arrow_in_batches_of_another_size_is_rewritten(
+    world_index, tmp_path, monkeypatch, caplog
+):
+    """An ``items.arrow`` from before the batch size (one batch per row group): its ~1,200
+    batch headers made a cold open at 10M items slow, so it is written again in the size read,
+    and served as it is (the same rows) where it cannot be."""
+    monkeypatch.setattr(items_module, "ARROW_MIN_ITEMS", 1)
+    copy = tmp_path / "copy"
+    shutil.copytree(world_index.dpath, copy)
+    monkeypatch.setattr(items_module, "ARROW_BATCH_ROWS", 7)
+    assert len(ActivationIndex.load(copy).item_table.arrow.to_batches()) == 9
+    monkeypatch.setattr(items_module, "ARROW_BATCH_ROWS", 32)
+
+    def read_only(*args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    with monkeypatch.context() as mp, caplog.at_level(logging.WARNING):
+        mp.setattr(items_module, "write_items_arrow", read_only)
+        as_it_is = ActivationIndex.load(copy)
+        assert len(as_it_is.item_table.arrow.to_batches()) == 9
+    assert "items.arrow is in batches of 7 rows, not 32" in caplog.text
+    assert "serving items.arrow in" in caplog.text and "as it is" in caplog.text
+    pd.testing.assert_frame_equal(as_it_is.item_table.iloc[np.arange(60)], as_it_is.items)
+    again = ActivationIndex.load(copy).item_table
+    assert [len(b) for b in again.arrow.to_batches()] == [32, 28]
+    pd.testing.assert_frame_equal(again.iloc[np.arange(60)], ActivationIndex.load(copy).items)
 
 
 def test_top_items_above_the_scan_limit_come_from_the_top_list(world_index, monkeypatch):

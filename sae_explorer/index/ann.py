@@ -21,6 +21,7 @@ import logging
 import math
 import mmap
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,7 @@ def open_ann(index: ActivationIndex, cfg: AnnConfig, progress: Progress | None =
         else:
             why = ann_mismatch(index.dpath, expected, ann)
             if why is None:
+                PageCacheWarmer(index.dpath / ANN_NAME).start()
                 return ann
     if (index.dpath / ANN_NAME).exists():
         log.warning("not serving %s in %s: %s; building it again", ANN_NAME, index.dpath, why)
@@ -249,6 +251,42 @@ class AnnSearcher:
         sims = block @ q_d / np.linalg.norm(block, axis=1).clip(min=1e-12)
         order = np.argsort(-sims, kind="stable")[:k]
         return Neighbours(rows[order].astype(np.int64), sims[order].astype(np.float32))
+
+
+class PageCacheWarmer(threading.Thread):
+    """Reads a file once, in the background, so that the kernel holds it in its page cache: a
+    query visits ``n_probe`` of the memory-mapped ``ann.faiss``'s inverted lists (~40 MB of its
+    720 MB at 10M items), which the first queries after an open would otherwise fault in from
+    the disk one page run at a time (neighbours p50 79 ms in a cold run, against 40 ms warm).
+    A hint: nothing is kept in the process; a file larger than :data:`WARM_MAX_SHARE` of the
+    machine's memory, or one that cannot be read, is left to the page faults."""
+
+    def __init__(self, fpath: Path, block: int = 8 << 20) -> None:
+        super().__init__(name=f"warm {Path(fpath).name}", daemon=True)
+        self.fpath, self.block, self.n_bytes = Path(fpath), block, 0
+
+    def run(self) -> None:
+        buffer = bytearray(self.block)
+        try:
+            if self.fpath.stat().st_size > WARM_MAX_SHARE * physical_memory():
+                return
+            with open(self.fpath, "rb", buffering=0) as f:
+                while n := f.readinto(buffer):
+                    self.n_bytes += n
+        except OSError:
+            return
+
+
+WARM_MAX_SHARE = 0.25
+"""The largest file :class:`PageCacheWarmer` reads, as a share of the machine's memory."""
+
+
+def physical_memory() -> int:
+    """Bytes of memory this machine has (inf where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return math.inf
 
 
 def prefetch_rows(array_nd: np.ndarray, rows_k: np.ndarray) -> None:

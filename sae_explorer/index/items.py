@@ -20,6 +20,7 @@ from sae_explorer.index.files import ITEMS_ARROW_NAME, ITEMS_NAME, CorruptIndexE
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from sae_explorer.corpus import CorpusItem
 
@@ -35,6 +36,10 @@ ARROW_MIN_ITEMS = 100_000
 """From this many items, an index is served from a memory-mapped Arrow copy of its items table
 (``items.arrow``, written once): reading the row groups of 40 random rows out of 10M costs more
 than a page may."""
+ARROW_BATCH_ROWS = 1 << 20
+"""Rows per record batch of ``items.arrow``: an open reads every batch's header, cold from
+disk (~1,200 scattered reads at 10M items had it been one batch per row group, ~0.5 s); a
+page's rows are taken batch by batch, so a batch's size costs a read nothing."""
 REQUIRED_COLUMNS = ("item_id", "modality", "source")
 MODALITY_DTYPE = pd.CategoricalDtype(["image", "text"])
 """The ``modality`` column as read, whole or by row group (Parquet keeps only the values a
@@ -107,20 +112,34 @@ def write_items(
 
 def write_items_arrow(dpath: Path, items_sha256: str) -> None:
     """``items.arrow``: ``items.parquet`` as an uncompressed Arrow IPC file that a reader
-    memory-maps (any row in microseconds, no row group decoded), copied row group by row group
-    and stamped with the Parquet file's checksum and row count."""
+    memory-maps (any row in microseconds, no row group decoded), in record batches of
+    :data:`ARROW_BATCH_ROWS` rows (row groups gathered, one batch in memory at a time) and
+    stamped with the Parquet file's checksum, its row count and the batch size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(Path(dpath) / ITEMS_NAME)
-    stamp = {
-        b"items_sha256": items_sha256.encode(),
-        b"n_items": str(source.metadata.num_rows).encode(),
-    }
+    stamp = arrow_stamp(items_sha256, source.metadata.num_rows)
     schema = source.schema_arrow.with_metadata(stamp)
     with atomic_path(Path(dpath) / ITEMS_ARROW_NAME) as tmp, pa.ipc.new_file(tmp, schema) as writer:
+        gathered: list[pa.Table] = []  # fewer than ARROW_BATCH_ROWS rows between batches
         for g in range(source.metadata.num_row_groups):
-            writer.write_table(source.read_row_group(g).replace_schema_metadata(stamp))
+            gathered.append(source.read_row_group(g).replace_schema_metadata(stamp))
+            last = g == source.metadata.num_row_groups - 1
+            while gathered and (last or sum(map(len, gathered)) >= ARROW_BATCH_ROWS):
+                whole = pa.concat_tables(gathered).combine_chunks()
+                writer.write_batch(whole.slice(0, ARROW_BATCH_ROWS).to_batches()[0])
+                rest = whole.slice(ARROW_BATCH_ROWS)
+                gathered = [rest] if len(rest) else []
+
+
+def arrow_stamp(items_sha256: str, n_items: int) -> dict[bytes, bytes]:
+    """What ``items.arrow`` is a copy of, and how it is laid out."""
+    return {
+        b"items_sha256": items_sha256.encode(),
+        b"n_items": str(n_items).encode(),
+        b"batch_rows": str(ARROW_BATCH_ROWS).encode(),
+    }
 
 
 def open_items_arrow(dpath: Path, items_sha256: str, n_items: int) -> pa.Table | str:
@@ -145,6 +164,15 @@ def open_items_arrow(dpath: Path, items_sha256: str, n_items: int) -> pa.Table |
     return table
 
 
+def stale_layout(table: pa.Table) -> str | None:
+    """Why an ``items.arrow`` of the right rows is laid out other than it is written now (one
+    batch per row group, before :data:`ARROW_BATCH_ROWS`), or None."""
+    found = (table.schema.metadata or {}).get(b"batch_rows", b"one per row group").decode()
+    if found == str(ARROW_BATCH_ROWS):
+        return None
+    return f"{ITEMS_ARROW_NAME} is in batches of {found} rows, not {ARROW_BATCH_ROWS}"
+
+
 class ItemTable:
     """The items table read lazily, with the part of the ``pandas.DataFrame`` interface the
     explorer uses: ``len``, ``columns``, ``iloc[rows]`` and ``table[column]`` (one whole
@@ -153,21 +181,19 @@ class ItemTable:
     columns equal the eager table's (``pq.read_table(...).to_pandas()``)."""
 
     def __init__(self, fpath: Path, n_items: int, arrow: pa.Table | None = None) -> None:
-        import pyarrow.parquet as pq
-
-        self.fpath, self.arrow = Path(fpath), arrow
-        try:
-            self.file = pq.ParquetFile(self.fpath)
-        except Exception as e:  # pyarrow raises its own kinds for a damaged file
-            raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.fpath.parent}: {e}") from e
-        names = self.file.schema_arrow.names
-        if self.file.metadata.num_rows != n_items or not set(REQUIRED_COLUMNS) <= set(names):
+        self.fpath, self.arrow, self.file = Path(fpath), arrow, None
+        if arrow is None:  # the Parquet footer is only read where it serves
+            self.file = self._open_parquet()
+            meta = self.file.metadata
+            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            names = self.file.schema_arrow.names
+        else:
+            sizes, names = [arrow.num_rows], arrow.schema.names
+        if sum(sizes) != n_items or not set(REQUIRED_COLUMNS) <= set(names):
             raise CorruptIndexError(
-                f"{ITEMS_NAME} in {self.fpath.parent} has {self.file.metadata.num_rows} rows "
+                f"{ITEMS_NAME} in {self.fpath.parent} has {sum(sizes)} rows "
                 f"and columns {names}; expected {n_items} rows of items"
             )
-        meta = self.file.metadata
-        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         self.group_starts = _starts(sizes)
         self.columns = pd.Index(names)
         self.iloc = _Rows(self)
@@ -175,6 +201,14 @@ class ItemTable:
         self._columns: dict[str, pd.Series] = {}
         self._batches = [] if arrow is None else arrow.to_batches()  # zero-copy views
         self._batch_starts = _starts([b.num_rows for b in self._batches])
+
+    def _open_parquet(self) -> pq.ParquetFile:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(self.fpath)
+        except Exception as e:  # pyarrow raises its own kinds for a damaged file
+            raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.fpath.parent}: {e}") from e
 
     def __len__(self) -> int:
         return int(self.group_starts[-1])
@@ -277,23 +311,32 @@ class _Rows:
 
 def open_item_table(dpath: Path, n_items: int, items_sha256: str) -> ItemTable:
     """The items table of an index as it is served: from :data:`ARROW_MIN_ITEMS` items through
-    ``items.arrow`` (written first when it is missing or does not match ``items.parquet``; a
-    mismatch is logged, never served), else, or where it cannot be written, by row group."""
-    dpath, arrow = Path(dpath), None
-    if n_items >= ARROW_MIN_ITEMS:
-        opened = open_items_arrow(dpath, items_sha256, n_items)
-        if isinstance(opened, str):
-            if (dpath / ITEMS_ARROW_NAME).exists():
-                log.warning(
-                    "not serving %s in %s: %s; writing it again", ITEMS_ARROW_NAME, dpath, opened
-                )
-            try:
-                write_items_arrow(dpath, items_sha256)
-                opened = open_items_arrow(dpath, items_sha256, n_items)
-            except OSError as e:  # a read-only cache: read the Parquet file
-                opened = f"it could not be written ({e})"
-        if isinstance(opened, str):
-            log.warning("items of %s read by Parquet row group: %s", dpath, opened)
-        else:
-            arrow = opened
+    ``items.arrow``, else by row group (:func:`served_arrow`)."""
+    dpath = Path(dpath)
+    arrow = served_arrow(dpath, n_items, items_sha256) if n_items >= ARROW_MIN_ITEMS else None
     return ItemTable(dpath / ITEMS_NAME, n_items, arrow)
+
+
+def served_arrow(dpath: Path, n_items: int, items_sha256: str) -> pa.Table | None:
+    """``items.arrow``, written first when it is missing, does not match ``items.parquet`` (a
+    mismatch is logged, never served) or is laid out as before (then served as it is where it
+    cannot be written: the same rows, a slower open); None where there is none to serve (the
+    Parquet file is read by row group)."""
+    opened = open_items_arrow(dpath, items_sha256, n_items)
+    why = opened if isinstance(opened, str) else stale_layout(opened)
+    if why is None:
+        return opened
+    if (dpath / ITEMS_ARROW_NAME).exists():
+        log.warning("not serving %s in %s: %s; writing it again", ITEMS_ARROW_NAME, dpath, why)
+    try:
+        write_items_arrow(dpath, items_sha256)
+        written = open_items_arrow(dpath, items_sha256, n_items)
+    except OSError as e:  # a read-only cache
+        written = f"it could not be written ({e})"
+    if not isinstance(written, str):
+        return written
+    if not isinstance(opened, str):
+        log.warning("serving %s in %s as it is: %s", ITEMS_ARROW_NAME, dpath, written)
+        return opened
+    log.warning("items of %s read by Parquet row group: %s", dpath, written)
+    return None

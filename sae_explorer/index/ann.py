@@ -255,7 +255,7 @@ class AnnSearcher:
 
 class PageCacheWarmer(threading.Thread):
     """Reads a file once, in the background, so that the kernel holds it in its page cache: a
-    query visits ``n_probe`` of the memory-mapped ``ann.faiss``'s inverted lists (~40 MB of its
+    query visits ``n_probe`` of the memory-mapped ``ann.faiss``'s inverted lists (~44 MB of its
     720 MB at 10M items), which the first queries after an open would otherwise fault in from
     the disk one page run at a time (neighbours p50 79 ms in a cold run, against 40 ms warm).
     A hint: nothing is kept in the process; a file larger than :data:`WARM_MAX_SHARE` of the

@@ -96,16 +96,22 @@ def decode_pil(encoder, corpus, workers: int, batch: int) -> float:
     return timed(run, torch.device("cpu"))
 
 
-def decode_torch(encoder, blobs: list[torch.Tensor], device: torch.device, batch: int) -> float:
-    """torchvision decode + resize + crop + normalise on ``device`` (bytes already in memory)."""
+def torch_pixels(encoder, blobs: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Model input from JPEG bytes on ``device``: torchvision decode (nvJPEG on CUDA), the
+    encoder's resize and crop as tensor steps, then its scaling and normalisation."""
     from sae_explorer.pixels import decode_jpegs, resize_crop, tensor_steps
 
     steps = tensor_steps(encoder.preprocess.pil_steps)
+    images = decode_jpegs(blobs, device)
+    return encoder.preprocess.finish_planar(resize_crop(images, steps))
+
+
+def decode_torch(encoder, blobs: list[torch.Tensor], device: torch.device, batch: int) -> float:
+    """torchvision decode + resize + crop + normalise on ``device`` (bytes already in memory)."""
 
     def run() -> int:
         for s in range(0, len(blobs), batch):
-            images = decode_jpegs(blobs[s : s + batch], device)
-            encoder.preprocess.finish_planar(resize_crop(images, steps))
+            torch_pixels(encoder, blobs[s : s + batch], device)
         return len(blobs)
 
     return timed(run, device)
@@ -114,11 +120,7 @@ def decode_torch(encoder, blobs: list[torch.Tensor], device: torch.device, batch
 def agreement(encoder, corpus, blobs, device: torch.device, n: int = 32) -> str:
     """What the device's decode path (nvJPEG on a GPU) gives against open_clip's PIL
     preprocessing on the first ``n`` photos: pixels (0..255) and fp32 tower embeddings."""
-    from sae_explorer.pixels import decode_jpegs, resize_crop, tensor_steps
-
-    steps = tensor_steps(encoder.preprocess.pil_steps)
-    images = decode_jpegs(blobs[:n], device)
-    ours = encoder.preprocess.finish_planar(resize_crop(images, steps)).float().cpu()
+    ours = torch_pixels(encoder, blobs[:n], device).float().cpu()
     pil = torch.stack([encoder.preprocess(encoder.load_image(i.source)) for i in corpus.items[:n]])
     std = torch.tensor(encoder.preprocess.tensor_steps[-1].std).view(1, 3, 1, 1)
     diff_255 = ((ours - pil) * std * 255).abs()

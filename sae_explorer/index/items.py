@@ -182,25 +182,26 @@ class ItemTable:
 
     def __init__(self, fpath: Path, n_items: int, arrow: pa.Table | None = None) -> None:
         self.fpath, self.arrow, self.file = Path(fpath), arrow, None
+        self._batches = [] if arrow is None else arrow.to_batches()  # zero-copy views
         if arrow is None:  # the Parquet footer is only read where it serves
             self.file = self._open_parquet()
             meta = self.file.metadata
             sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
             names = self.file.schema_arrow.names
         else:
-            sizes, names = [arrow.num_rows], arrow.schema.names
+            sizes, names = [b.num_rows for b in self._batches], arrow.schema.names
         if sum(sizes) != n_items or not set(REQUIRED_COLUMNS) <= set(names):
             raise CorruptIndexError(
                 f"{ITEMS_NAME} in {self.fpath.parent} has {sum(sizes)} rows "
                 f"and columns {names}; expected {n_items} rows of items"
             )
-        self.group_starts = _starts(sizes)
+        self.part_starts = _starts(sizes)
+        """Each part's first row, the row count last: the record batches of ``arrow`` when
+        it serves, else the Parquet file's row groups."""
         self.columns = pd.Index(names)
         self.iloc = _Rows(self)
         self._groups: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._columns: dict[str, pd.Series] = {}
-        self._batches = [] if arrow is None else arrow.to_batches()  # zero-copy views
-        self._batch_starts = _starts([b.num_rows for b in self._batches])
 
     def _open_parquet(self) -> pq.ParquetFile:
         import pyarrow.parquet as pq
@@ -211,7 +212,7 @@ class ItemTable:
             raise CorruptIndexError(f"cannot read {ITEMS_NAME} in {self.fpath.parent}: {e}") from e
 
     def __len__(self) -> int:
-        return int(self.group_starts[-1])
+        return int(self.part_starts[-1])
 
     def __repr__(self) -> str:
         return f"ItemTable({str(self.fpath)!r}, n_items={len(self)})"
@@ -245,12 +246,12 @@ class ItemTable:
 
             if rows_n.size == 0:
                 return _frame(self.arrow.slice(0, 0))
-            batches, starts = self._batches, self._batch_starts
-            parts, inverse = _by_part(starts, rows_n, lambda b, i: batches[b].take(i))
+            batches = self._batches
+            parts, inverse = _by_part(self.part_starts, rows_n, lambda b, i: batches[b].take(i))
             return _frame(pa.Table.from_batches(parts).take(inverse))
         if rows_n.size == 0:
             return self._group(0).iloc[:0]
-        parts, inverse = _by_part(self.group_starts, rows_n, lambda g, i: self._group(g).take(i))
+        parts, inverse = _by_part(self.part_starts, rows_n, lambda g, i: self._group(g).take(i))
         return pd.concat(parts, ignore_index=True).take(inverse).reset_index(drop=True)
 
     def __getitem__(self, column: str) -> pd.Series:
